@@ -1,0 +1,66 @@
+//! String interning: sensors, zones and label values become dense `u32` ids so per-reading state is plain arrays.
+
+use ahash::AHashMap;
+use serde::{Deserialize, Serialize};
+
+/// Id of "no value" (a reading without a zone, say).
+pub(crate) const NONE: u32 = u32::MAX;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(from = "Vec<Box<str>>", into = "Vec<Box<str>>")]
+pub(crate) struct Interner {
+    names: Vec<Box<str>>,
+    index: AHashMap<Box<str>, u32>,
+}
+
+impl Interner {
+    /// The id of `name`, and whether it was new.
+    pub(crate) fn intern(&mut self, name: &str) -> (u32, bool) {
+        if let Some(&id) = self.index.get(name) {
+            return (id, false);
+        }
+        // Ids are u32 and NONE is reserved; 4 billion distinct names in one partition is not a real workload.
+        let id = u32::try_from(self.names.len()).unwrap_or(NONE - 1);
+        self.names.push(name.into());
+        self.index.insert(name.into(), id);
+        (id, true)
+    }
+
+    pub(crate) fn name(&self, id: u32) -> Option<&str> {
+        self.names.get(id as usize).map(|n| &**n)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.names.len()
+    }
+}
+
+impl From<Vec<Box<str>>> for Interner {
+    fn from(names: Vec<Box<str>>) -> Self {
+        let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i as u32)).collect();
+        Self { names, index }
+    }
+}
+
+impl From<Interner> for Vec<Box<str>> {
+    fn from(i: Interner) -> Self {
+        i.names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interning_is_stable_and_survives_serialization() {
+        let mut i = Interner::default();
+        assert_eq!(i.intern("a"), (0, true));
+        assert_eq!(i.intern("b"), (1, true));
+        assert_eq!(i.intern("a"), (0, false));
+        let back: Interner = postcard::from_bytes(&postcard::to_stdvec(&i).unwrap()).unwrap();
+        assert_eq!(back.name(1), Some("b"));
+        let mut back = back;
+        assert_eq!(back.intern("b"), (1, false));
+    }
+}

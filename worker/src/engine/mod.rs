@@ -1,0 +1,466 @@
+//! The engine: one [`PartitionEngine`] per input partition turns record bytes into anomalies, aggregates and dead
+//! letters. It is pure — no clock, no I/O — so the Kafka runtime, the one-machine mode and `replay` all run the
+//! same code, and tests drive it directly.
+//!
+//! Flow of a record: parse → too late? (dead letter `late`) → behind the watermark? (windows only) → reorder
+//! buffer → released in canonical event-time order when the watermark passes it → silence deadlines that fall
+//! before it, detection rules, windows → windows whose end the frontier passed are emitted.
+//! The watermark is the partition's newest event time minus `maxOutOfOrderness`; the frontier is the watermark
+//! minus `allowedLateness`. docs/engine.md explains the choices.
+
+mod intern;
+mod plan;
+mod reading;
+mod reorder;
+mod silence;
+mod snapshot;
+mod spike;
+mod threshold;
+mod window;
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub use snapshot::SnapshotError;
+
+use intern::{Interner, NONE};
+use plan::{GroupBy, Plan};
+use reading::{GROUP_SLOTS, Reading};
+use reorder::ReorderBuffer;
+use serde::{Deserialize, Serialize};
+use silence::SilenceTracker;
+use spike::SpikeState;
+use threshold::ThresholdState;
+use window::{Closed, WindowState};
+
+use crate::model::{Function, MAX_METRICS, PipelineDefinition, Severity, ValidationErrors, validate};
+use crate::parse::ParsedReading;
+use crate::reason::Reason;
+use crate::records::{Aggregate, Anomaly, AnomalyKind, AnomalyState, DeadLetter, MetricStats};
+
+/// A validated, compiled pipeline; cheap to clone and share between partitions.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    plan: Arc<Plan>,
+}
+
+impl Pipeline {
+    pub fn new(def: &PipelineDefinition) -> Result<Self, ValidationErrors> {
+        validate(def)?;
+        Ok(Self { plan: Arc::new(Plan::compile(def)) })
+    }
+
+    /// A fresh engine for one partition.
+    pub fn engine(&self) -> PartitionEngine {
+        PartitionEngine::from_state(self.plan.clone(), State::new(&self.plan))
+    }
+
+    /// An engine continuing from [`PartitionEngine::snapshot`].
+    pub fn restore(&self, snapshot: &[u8]) -> Result<PartitionEngine, SnapshotError> {
+        let state = snapshot::decode(snapshot, self.plan.fingerprint)?;
+        Ok(PartitionEngine::from_state(self.plan.clone(), state))
+    }
+
+    /// Parses a record without running it: for benchmarks and diagnostics.
+    pub fn parse<'a>(&self, payload: &'a [u8]) -> Result<ParsedReading<'a>, crate::parse::ParseError> {
+        self.plan.parser.parse(payload)
+    }
+}
+
+/// What one call emitted. Reuse one across calls and [`Outputs::clear`] it to avoid allocating.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Outputs {
+    pub anomalies: Vec<Anomaly>,
+    pub aggregates: Vec<Aggregate>,
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+impl Outputs {
+    pub fn clear(&mut self) {
+        self.anomalies.clear();
+        self.aggregates.clear();
+        self.dead_letters.clear();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.anomalies.is_empty() && self.aggregates.is_empty() && self.dead_letters.is_empty()
+    }
+
+    /// Appends `other`, leaving it empty.
+    pub fn append(&mut self, other: &mut Outputs) {
+        self.anomalies.append(&mut other.anomalies);
+        self.aggregates.append(&mut other.aggregates);
+        self.dead_letters.append(&mut other.dead_letters);
+    }
+}
+
+/// Counters since the engine was created (not part of a snapshot) and current sizes of the state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Readings accepted (parsed and not too late).
+    pub readings: u64,
+    /// Readings behind the watermark but within the allowed lateness: aggregated, not seen by detection rules.
+    pub late_for_rules: u64,
+    /// Dead letters per reason, indexed like [`Reason::ALL`].
+    pub dead_letters: [u64; Reason::ALL.len()],
+    /// Readings waiting in the reorder buffer.
+    pub buffered: usize,
+    pub sensors: usize,
+    pub silent_sensors: usize,
+    pub open_windows: usize,
+    pub open_window_groups: usize,
+}
+
+/// Everything a partition remembers; exactly what a snapshot holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct State {
+    max_ts: i64,
+    watermark: i64,
+    sensors: Interner,
+    /// Per sensor: xxh3 of its name (canonical tie-break) and its latest zone (for silence anomalies).
+    sensor_hash: Vec<u64>,
+    sensor_zone: Vec<u32>,
+    groups: Interner,
+    reorder: ReorderBuffer,
+    /// [rule][sensor]
+    thresholds: Vec<Vec<ThresholdState>>,
+    /// [rule][sensor]
+    spikes: Vec<Vec<SpikeState>>,
+    silence: SilenceTracker,
+    /// [aggregation]
+    windows: Vec<WindowState>,
+}
+
+impl State {
+    fn new(plan: &Plan) -> Self {
+        Self {
+            max_ts: i64::MIN,
+            watermark: i64::MIN,
+            sensors: Interner::default(),
+            sensor_hash: Vec::new(),
+            sensor_zone: Vec::new(),
+            groups: Interner::default(),
+            reorder: ReorderBuffer::default(),
+            thresholds: vec![Vec::new(); plan.thresholds.len()],
+            spikes: vec![Vec::new(); plan.spikes.len()],
+            silence: SilenceTracker::default(),
+            windows: vec![WindowState::default(); plan.aggregations.len()],
+        }
+    }
+}
+
+/// The engine state of one input partition.
+#[derive(Debug)]
+pub struct PartitionEngine {
+    plan: Arc<Plan>,
+    state: State,
+    stats: EngineStats,
+    released: Vec<(u64, Reading)>,
+    closed: Vec<Closed>,
+}
+
+impl PartitionEngine {
+    fn from_state(plan: Arc<Plan>, state: State) -> Self {
+        Self { plan, state, stats: EngineStats::default(), released: Vec::new(), closed: Vec::new() }
+    }
+
+    /// Processes one record value. Never fails: unusable records become dead letters in `out`.
+    pub fn process(&mut self, payload: &[u8], out: &mut Outputs) {
+        let plan = self.plan.clone();
+        match plan.parser.parse(payload) {
+            Ok(reading) => self.ingest(reading, payload, out),
+            Err(e) => {
+                self.stats.dead_letters[reason_index(e.reason)] += 1;
+                out.dead_letters.push(DeadLetter::new(e.reason, e.detail, payload));
+            }
+        }
+    }
+
+    /// The partition watermark (newest event time − max out-of-orderness), `None` before the first reading.
+    pub fn watermark(&self) -> Option<i64> {
+        (self.state.watermark != i64::MIN).then_some(self.state.watermark)
+    }
+
+    /// Moves the watermark forward without a reading, for a partition known to be idle (the caller decides on
+    /// what evidence; the engine never reads a clock). Has no effect if `watermark` is not ahead.
+    pub fn advance_watermark(&mut self, watermark: i64, out: &mut Outputs) {
+        if watermark > self.state.watermark {
+            self.advance_to(watermark, out);
+        }
+    }
+
+    /// End of input: everything buffered is evaluated, silence deadlines up to the newest event time fire, and
+    /// every open window is emitted. Further input is evaluated as if it came after a gap.
+    pub fn flush(&mut self, out: &mut Outputs) {
+        if self.state.max_ts == i64::MIN {
+            return;
+        }
+        let max_ts = self.state.max_ts;
+        if max_ts > self.state.watermark {
+            self.advance_to(max_ts, out);
+        }
+        self.close_windows(i64::MAX, out);
+    }
+
+    /// The whole partition state, to restore with [`Pipeline::restore`].
+    pub fn snapshot(&self) -> Vec<u8> {
+        snapshot::encode(&self.state, self.plan.fingerprint)
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            buffered: self.state.reorder.len(),
+            sensors: self.state.sensors.len(),
+            silent_sensors: self.state.silence.silent_count(),
+            open_windows: self.state.windows.iter().map(WindowState::open_windows).sum(),
+            open_window_groups: self.state.windows.iter().map(WindowState::open_groups).sum(),
+            ..self.stats.clone()
+        }
+    }
+
+    fn ingest(&mut self, r: ParsedReading<'_>, payload: &[u8], out: &mut Outputs) {
+        let plan = &*self.plan;
+        let st = &mut self.state;
+        let frontier = st.watermark.saturating_sub(plan.lateness_ms);
+        if r.ts_ms < frontier {
+            self.stats.dead_letters[reason_index(Reason::Late)] += 1;
+            let detail = format!(
+                "event time {} is before the partition watermark {} minus the allowed lateness",
+                crate::records::rfc3339_ms::format(r.ts_ms),
+                crate::records::rfc3339_ms::format(st.watermark),
+            );
+            out.dead_letters.push(DeadLetter::new(Reason::Late, detail, payload));
+            return;
+        }
+        self.stats.readings += 1;
+
+        let (sensor, new) = st.sensors.intern(&r.sensor);
+        if new {
+            st.sensor_hash.push(xxhash_rust::xxh3::xxh3_64(r.sensor.as_bytes()));
+            st.sensor_zone.push(NONE);
+            st.thresholds.iter_mut().for_each(|v| v.push(ThresholdState::default()));
+            st.spikes.iter_mut().for_each(|v| v.push(SpikeState::default()));
+        }
+        let mut groups = [NONE; GROUP_SLOTS];
+        let zone = r.zone.as_deref().filter(|z| !z.is_empty()).or_else(|| plan.sensor_zones.get(&*r.sensor).map(String::as_str));
+        if let Some(zone) = zone {
+            groups[0] = st.groups.intern(zone).0;
+        }
+        for (slot, label) in groups[1..].iter_mut().zip(&r.labels) {
+            if let Some(label) = label.as_deref().filter(|l| !l.is_empty()) {
+                *slot = st.groups.intern(label).0;
+            }
+        }
+        let mut values = [f64::NAN; MAX_METRICS];
+        for (v, parsed) in values.iter_mut().zip(r.values) {
+            if let Some(parsed) = parsed {
+                *v = parsed;
+            }
+        }
+        let reading = Reading { ts: r.ts_ms, sensor, values, groups };
+
+        if r.ts_ms <= st.watermark {
+            // The rules have moved past this time; the windows are still open.
+            self.stats.late_for_rules += 1;
+            add_to_windows(plan, &mut st.windows, &reading);
+        } else {
+            st.reorder.push(st.sensor_hash[sensor as usize], reading);
+        }
+        if r.ts_ms > st.max_ts {
+            st.max_ts = r.ts_ms;
+            let watermark = r.ts_ms.saturating_sub(plan.out_of_orderness_ms);
+            if watermark > st.watermark {
+                self.advance_to(watermark, out);
+            }
+        }
+    }
+
+    fn advance_to(&mut self, watermark: i64, out: &mut Outputs) {
+        let plan = self.plan.clone();
+        self.state.watermark = watermark;
+        let mut released = std::mem::take(&mut self.released);
+        released.clear();
+        {
+            let st = &mut self.state;
+            let (sensors, groups) = (&st.sensors, &st.groups);
+            st.reorder.release(watermark, &mut released, |a, b| canonical_cmp(sensors, groups, a, b));
+        }
+        for (_, reading) in &released {
+            self.fire_silences(&plan, reading.ts, false, out);
+            self.apply_rules(&plan, reading, out);
+            add_to_windows(&plan, &mut self.state.windows, reading);
+        }
+        self.released = released;
+        self.fire_silences(&plan, watermark, true, out);
+        self.close_windows(watermark.saturating_sub(plan.lateness_ms), out);
+    }
+
+    fn fire_silences(&mut self, plan: &Plan, until: i64, inclusive: bool, out: &mut Outputs) {
+        let Some(rule) = &plan.silence else { return };
+        while let Some((deadline, sensor, last_seen)) = self.state.silence.pop_due(until, inclusive) {
+            let mut a = self.anomaly(
+                &rule.name,
+                AnomalyKind::Silence,
+                AnomalyState::Firing,
+                rule.severity,
+                sensor,
+                self.state.sensor_zone[sensor as usize],
+                deadline,
+            );
+            a.limit = rule.timeout_ms as f64 / 1000.0;
+            a.last_seen = Some(last_seen);
+            out.anomalies.push(a);
+        }
+    }
+
+    fn apply_rules(&mut self, plan: &Plan, r: &Reading, out: &mut Outputs) {
+        let s = r.sensor as usize;
+        if r.groups[0] != NONE {
+            self.state.sensor_zone[s] = r.groups[0];
+        }
+        if let Some(rule) = &plan.silence {
+            if let Some(last_seen) = self.state.silence.on_reading(r.sensor, r.ts, rule.timeout_ms) {
+                let mut a =
+                    self.anomaly(&rule.name, AnomalyKind::Silence, AnomalyState::Resolved, rule.severity, r.sensor, r.groups[0], r.ts);
+                a.limit = rule.timeout_ms as f64 / 1000.0;
+                a.last_seen = Some(last_seen);
+                out.anomalies.push(a);
+            }
+        }
+        for (i, rule) in plan.thresholds.iter().enumerate() {
+            let Some(v) = r.value(rule.metric) else { continue };
+            if let Some(state) = self.state.thresholds[i][s].observe(rule, r.ts, v) {
+                let mut a = self.anomaly(&rule.name, AnomalyKind::Threshold, state, rule.severity, r.sensor, r.groups[0], r.ts);
+                a.metric = Some(plan.metric_names[rule.metric].clone());
+                a.value = Some(v);
+                a.limit = rule.limit;
+                out.anomalies.push(a);
+            }
+        }
+        for (i, rule) in plan.spikes.iter().enumerate() {
+            let Some(v) = r.value(rule.metric) else { continue };
+            if let Some((state, baseline)) = self.state.spikes[i][s].observe(rule, r.ts, v) {
+                let mut a = self.anomaly(&rule.name, AnomalyKind::Spike, state, rule.severity, r.sensor, r.groups[0], r.ts);
+                a.metric = Some(plan.metric_names[rule.metric].clone());
+                a.value = Some(v);
+                a.limit = rule.delta;
+                a.baseline_time = baseline.map(|b| b.0);
+                a.baseline = baseline.map(|b| b.1);
+                out.anomalies.push(a);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn anomaly(
+        &self,
+        rule: &str,
+        kind: AnomalyKind,
+        state: AnomalyState,
+        severity: Severity,
+        sensor: u32,
+        zone: u32,
+        event_time: i64,
+    ) -> Anomaly {
+        let sensor = self.state.sensors.name(sensor).unwrap_or_default().to_owned();
+        Anomaly {
+            id: Anomaly::make_id(rule, &sensor, event_time, state),
+            rule: rule.to_owned(),
+            kind,
+            state,
+            severity,
+            sensor,
+            zone: self.state.groups.name(zone).map(str::to_owned),
+            metric: None,
+            value: None,
+            limit: 0.0,
+            event_time,
+            baseline: None,
+            baseline_time: None,
+            last_seen: None,
+        }
+    }
+
+    fn close_windows(&mut self, frontier: i64, out: &mut Outputs) {
+        let plan = self.plan.clone();
+        for (i, agg) in plan.aggregations.iter().enumerate() {
+            self.closed.clear();
+            self.state.windows[i].close(agg, frontier, &mut self.closed);
+            if self.closed.is_empty() {
+                continue;
+            }
+            let st = &self.state;
+            let key_name = |key: u32| match agg.group_by {
+                GroupBy::Sensor => st.sensors.name(key),
+                GroupBy::Slot(_) => st.groups.name(key),
+            };
+            self.closed.sort_by(|a, b| a.start.cmp(&b.start).then_with(|| key_name(a.key).cmp(&key_name(b.key))));
+            for c in &self.closed {
+                let key = key_name(c.key);
+                let mut stats = BTreeMap::new();
+                for (acc, &m) in c.accs.iter().zip(&agg.metrics) {
+                    if acc.count == 0 {
+                        continue;
+                    }
+                    let mut s = MetricStats::default();
+                    for f in &agg.functions {
+                        match f {
+                            Function::Avg => s.avg = Some(acc.sum / acc.count as f64),
+                            Function::Min => s.min = Some(acc.min),
+                            Function::Max => s.max = Some(acc.max),
+                            Function::Count => s.count = Some(acc.count),
+                            Function::Sum => s.sum = Some(acc.sum),
+                        }
+                    }
+                    stats.insert(plan.metric_names[m].clone(), s);
+                }
+                out.aggregates.push(Aggregate {
+                    id: Aggregate::make_id(&agg.name, key, c.start),
+                    aggregation: agg.name.clone(),
+                    group_by: agg.group_by_name.clone(),
+                    key: key.map(str::to_owned),
+                    window_start: c.start,
+                    window_end: c.start + agg.size_ms,
+                    stats,
+                });
+            }
+        }
+    }
+}
+
+fn add_to_windows(plan: &Plan, windows: &mut [WindowState], r: &Reading) {
+    for (agg, w) in plan.aggregations.iter().zip(windows) {
+        let key = match agg.group_by {
+            GroupBy::Sensor => r.sensor,
+            GroupBy::Slot(slot) => r.groups[slot],
+        };
+        w.add(agg, r.ts, key, &r.values);
+    }
+}
+
+/// Arrival-independent order of released readings: time, sensor-name hash, then names and values for the
+/// (astronomically rare, or duplicate-reading) ties.
+fn canonical_cmp(sensors: &Interner, groups: &Interner, a: &(u64, Reading), b: &(u64, Reading)) -> Ordering {
+    let (ha, ra) = a;
+    let (hb, rb) = b;
+    ra.ts
+        .cmp(&rb.ts)
+        .then(ha.cmp(hb))
+        .then_with(|| sensors.name(ra.sensor).cmp(&sensors.name(rb.sensor)))
+        .then_with(|| {
+            ra.values.iter().zip(&rb.values).map(|(x, y)| x.total_cmp(y)).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)
+        })
+        .then_with(|| {
+            ra.groups
+                .iter()
+                .zip(&rb.groups)
+                .map(|(x, y)| groups.name(*x).cmp(&groups.name(*y)))
+                .find(|o| o.is_ne())
+                .unwrap_or(Ordering::Equal)
+        })
+}
+
+fn reason_index(reason: Reason) -> usize {
+    Reason::ALL.iter().position(|r| *r == reason).unwrap_or(0)
+}

@@ -1,0 +1,16 @@
+//! sensorpipe worker: the data plane.
+//!
+//! - [`model`]: the processing model (the `spec.input` format and `spec.processing` of a SensorPipeline).
+//! - [`parse`]: record bytes → reading.
+//! - [`engine`]: the pure event-time engine, one instance per input partition.
+//! - [`records`]: the output records (anomalies, aggregates, dead letters).
+//! - [`replay`]: backtest a pipeline over a JSONL file.
+//! - [`simulate`]: synthetic smart-building sensors with a ground truth.
+
+pub mod engine;
+pub mod model;
+pub mod parse;
+pub mod reason;
+pub mod records;
+pub mod replay;
+pub mod simulate;

@@ -1,0 +1,242 @@
+//! What the engine does with readings: `spec.processing` — event time, detection rules and aggregations.
+//!
+//! These types are the CRD's schema too (the operator embeds them), so their doc comments are the
+//! `kubectl explain` text.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Duration;
+
+/// Detection rules and aggregations applied to every reading, in event time.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Processing {
+    /// How far readings may arrive out of order, and how long windows wait for late ones.
+    #[serde(default)]
+    pub event_time: EventTime,
+    /// Level rules: a metric above or below a limit, with hysteresis and a minimum duration.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thresholds: Vec<ThresholdRule>,
+    /// Rate-of-change rules: a metric moving by more than `delta` within a time span.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spikes: Vec<SpikeRule>,
+    /// A known sensor that sends nothing for `timeout` (in event time) is reported as silent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence: Option<SilenceRule>,
+    /// Windowed statistics (avg, min, max, count, sum) per sensor, zone or label.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aggregations: Vec<Aggregation>,
+}
+
+/// Event-time settings of a partition.
+///
+/// The partition watermark is the newest event time seen minus `maxOutOfOrderness`. Detection rules see readings
+/// in event-time order once the watermark passes them, so their alerts lag the data by `maxOutOfOrderness`.
+/// A window closes once the watermark passes its end plus `allowedLateness`; a reading older than
+/// watermark − `allowedLateness` goes to the dead-letter output with reason `late`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventTime {
+    /// How far behind the newest reading of its partition a reading may arrive and still be evaluated by the
+    /// detection rules in order. Default 10s.
+    #[serde(default = "default_out_of_orderness")]
+    pub max_out_of_orderness: Duration,
+    /// Extra time windows stay open after the watermark passed their end. A reading arriving in this span is still
+    /// aggregated, but the detection rules have moved past it. Default 0s.
+    #[serde(default)]
+    pub allowed_lateness: Duration,
+}
+
+fn default_out_of_orderness() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for EventTime {
+    fn default() -> Self {
+        Self { max_out_of_orderness: default_out_of_orderness(), allowed_lateness: Duration::ZERO }
+    }
+}
+
+/// How urgent an anomaly is; a bounded set so it can be a metric label and an Alertmanager label.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Severity {
+    Info,
+    #[default]
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+/// A level rule. Exactly one of `above` and `below` is set. One `firing` record is emitted when the condition has
+/// held for `for` and `minCount` readings, one `resolved` record when the value is back past `clear`: values
+/// oscillating between the limit and the clear level never flap.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ThresholdRule {
+    /// Rule name, unique in the pipeline (lowercase letters, digits, `-`, `_`); it names the anomalies it emits.
+    pub name: String,
+    /// Metric the rule watches; one of `input.fields.metrics`.
+    pub metric: String,
+    /// Fire when the metric is strictly above this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub above: Option<f64>,
+    /// Fire when the metric is strictly below this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub below: Option<f64>,
+    /// Resolve only once the metric is back at or past this level (at or below it for `above`, at or above it for
+    /// `below`). Defaults to the limit itself (no hysteresis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clear: Option<f64>,
+    /// Minimum time the condition must hold, from its first breaching reading, before firing. Default 0s.
+    #[serde(default, rename = "for")]
+    pub for_duration: Duration,
+    /// Minimum number of consecutive breaching readings before firing. Default 1.
+    #[serde(default = "one")]
+    pub min_count: u32,
+    /// Severity of the anomalies. Default `warning`.
+    #[serde(default)]
+    pub severity: Severity,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Which way a spike must go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Direction {
+    /// An increase by more than `delta`.
+    Rise,
+    /// A decrease by more than `delta`.
+    Fall,
+    /// Either.
+    #[default]
+    Any,
+}
+
+/// A rate-of-change rule: fires when a reading differs by more than `delta` from an earlier reading of the same
+/// sensor at most `within` before it; resolves at the first reading for which no such earlier reading exists.
+/// A slow drift that takes longer than `within` never fires.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SpikeRule {
+    /// Rule name, unique in the pipeline.
+    pub name: String,
+    /// Metric the rule watches; one of `input.fields.metrics`.
+    pub metric: String,
+    /// Change that counts as a spike, strictly exceeded, in the metric's unit (for example 10 for 10 °C). Positive.
+    pub delta: f64,
+    /// Time span the change must happen within, for example 5m.
+    pub within: Duration,
+    /// `rise`, `fall` or `any` (default).
+    #[serde(default)]
+    pub direction: Direction,
+    /// Severity of the anomalies. Default `warning`.
+    #[serde(default)]
+    pub severity: Severity,
+}
+
+/// A sensor that has reported before and then sends nothing for `timeout` of partition event time fires a
+/// `silence` anomaly (failed sensor, dead battery, lost network); it resolves when the sensor reports again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SilenceRule {
+    /// Rule name. Default `silence`.
+    #[serde(default = "default_silence_name")]
+    pub name: String,
+    /// Event time without a reading after which a sensor counts as silent.
+    pub timeout: Duration,
+    /// Severity of the anomalies. Default `warning`.
+    #[serde(default)]
+    pub severity: Severity,
+}
+
+fn default_silence_name() -> String {
+    "silence".to_owned()
+}
+
+/// Windowed statistics over readings, emitted once per window and group when the window closes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Aggregation {
+    /// Aggregation name, unique in the pipeline; it names the records it emits.
+    pub name: String,
+    /// Window shape.
+    pub window: Window,
+    /// What to group by: `sensor`, `zone`, or the name of one of `input.fields.labels`. Default `zone`.
+    #[serde(default = "default_group_by")]
+    pub group_by: String,
+    /// Metrics to aggregate; default all of `input.fields.metrics`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<String>,
+    /// Statistics to emit per metric; default `[avg, min, max, count]`.
+    #[serde(default = "default_functions")]
+    pub functions: Vec<Function>,
+}
+
+fn default_group_by() -> String {
+    "zone".to_owned()
+}
+
+fn default_functions() -> Vec<Function> {
+    vec![Function::Avg, Function::Min, Function::Max, Function::Count]
+}
+
+/// An event-time window, aligned to the Unix epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Window {
+    /// `tumbling` (default): back-to-back windows of `size`. `hopping`: windows of `size` starting every
+    /// `advance`, so each reading falls into size/advance windows.
+    #[serde(default, rename = "type")]
+    pub kind: WindowKind,
+    /// Window length, for example 5m.
+    pub size: Duration,
+    /// Distance between window starts of a hopping window; at most `size`, and `size` must be a multiple of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advance: Option<Duration>,
+}
+
+/// Window shape.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum WindowKind {
+    #[default]
+    Tumbling,
+    Hopping,
+}
+
+/// A statistic of a metric over a window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Function {
+    Avg,
+    Min,
+    Max,
+    Count,
+    Sum,
+}
+
+impl Function {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Avg => "avg",
+            Self::Min => "min",
+            Self::Max => "max",
+            Self::Count => "count",
+            Self::Sum => "sum",
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! Why a record went to the dead-letter output: a bounded set, used as a Kafka header, a JSON field and a metric
+//! label.
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The value is not valid JSON (or not UTF-8).
+    MalformedJson,
+    /// The sensor id or the timestamp is absent or null, or none of the configured metrics is present.
+    MissingField,
+    /// A field has the wrong JSON type (a metric given as a string, a record that is not an object, ...).
+    WrongType,
+    /// A metric is NaN or infinite (written as `NaN`/`Infinity`, as Python's json module does, or out of range).
+    NonFinite,
+    /// The event time is before 2000-01-01 or from 2100 on: an unset or broken device clock.
+    TimestampOutOfRange,
+    /// The event time is older than the partition watermark minus the allowed lateness.
+    Late,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 6] = [
+        Self::MalformedJson,
+        Self::MissingField,
+        Self::WrongType,
+        Self::NonFinite,
+        Self::TimestampOutOfRange,
+        Self::Late,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "malformed_json",
+            Self::MissingField => "missing_field",
+            Self::WrongType => "wrong_type",
+            Self::NonFinite => "non_finite",
+            Self::TimestampOutOfRange => "timestamp_out_of_range",
+            Self::Late => "late",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
