@@ -5,8 +5,9 @@
 //! Flow of a record: parse → too late? (dead letter `late`) → behind the watermark? (windows only) → reorder
 //! buffer → released in canonical event-time order when the watermark passes it → silence deadlines that fall
 //! before it, detection rules, windows → windows whose end the frontier passed are emitted.
-//! The watermark is the partition's newest event time minus `maxOutOfOrderness`; the frontier is the watermark
-//! minus `allowedLateness`. docs/engine.md explains the choices.
+//! The watermark W is the partition's newest event time minus `maxOutOfOrderness`: readings before W are complete
+//! and leave the reorder buffer. The frontier is W minus `allowedLateness`: readings before it are too late, and
+//! windows ending at or before it are emitted. docs/engine.md explains the choices.
 
 mod intern;
 mod plan;
@@ -177,7 +178,8 @@ impl PartitionEngine {
         }
     }
 
-    /// The partition watermark (newest event time − max out-of-orderness), `None` before the first reading.
+    /// The partition watermark (newest event time − max out-of-orderness; readings before it are complete),
+    /// `None` before the first reading.
     pub fn watermark(&self) -> Option<i64> {
         (self.state.watermark != i64::MIN).then_some(self.state.watermark)
     }
@@ -196,9 +198,9 @@ impl PartitionEngine {
         if self.state.max_ts == i64::MIN {
             return;
         }
-        let max_ts = self.state.max_ts;
-        if max_ts > self.state.watermark {
-            self.advance_to(max_ts, out);
+        let complete = self.state.max_ts.saturating_add(1);
+        if complete > self.state.watermark {
+            self.advance_to(complete, out);
         }
         self.close_windows(i64::MAX, out);
     }
@@ -260,7 +262,7 @@ impl PartitionEngine {
         }
         let reading = Reading { ts: r.ts_ms, sensor, values, groups };
 
-        if r.ts_ms <= st.watermark {
+        if r.ts_ms < st.watermark {
             // The rules have moved past this time; the windows are still open.
             self.stats.late_for_rules += 1;
             add_to_windows(plan, &mut st.windows, &reading);
@@ -292,7 +294,7 @@ impl PartitionEngine {
             add_to_windows(&plan, &mut self.state.windows, reading);
         }
         self.released = released;
-        self.fire_silences(&plan, watermark, true, out);
+        self.fire_silences(&plan, watermark, false, out);
         self.close_windows(watermark.saturating_sub(plan.lateness_ms), out);
     }
 

@@ -49,7 +49,7 @@ impl ReorderBuffer {
         self.heap.len()
     }
 
-    /// Moves every reading with `ts <= watermark` into `out`, in canonical order. `full_cmp` breaks the rare ties
+    /// Moves every reading with `ts < watermark` into `out`, in canonical order. `full_cmp` breaks the rare ties
     /// the (time, hash) key leaves, using names and values the buffer does not know.
     pub(crate) fn release(
         &mut self,
@@ -59,7 +59,7 @@ impl ReorderBuffer {
     ) {
         let start = out.len();
         while let Some(Reverse(top)) = self.heap.peek() {
-            if top.ts > watermark {
+            if top.ts >= watermark {
                 break;
             }
             if let Some(Reverse(p)) = self.heap.pop() {
