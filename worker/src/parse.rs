@@ -152,8 +152,10 @@ struct Collected<'a> {
 }
 
 /// Outcome of walking the top level: an object with its fields, or not an object at all.
+// Boxing the large variant would cost an allocation per record on the hot path.
+#[allow(clippy::large_enum_variant)]
 enum TopLevel<'a> {
-    Object(Box<Collected<'a>>),
+    Object(Collected<'a>),
     NotObject(&'static str),
 }
 
@@ -223,7 +225,7 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
                 }
             }
         }
-        Ok(TopLevel::Object(Box::new(c)))
+        Ok(TopLevel::Object(c))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TopLevel<'de>, A::Error> {
@@ -286,7 +288,7 @@ impl ReadingParser {
                 return Err(ParseError::new(Reason::WrongType, format!("record is {what}, expected a JSON object")));
             }
         };
-        let Collected { sensor, timestamp, metrics, zone, labels } = *c;
+        let Collected { sensor, timestamp, metrics, zone, labels } = c;
 
         let sensor = match sensor {
             None | Some(Raw::Null) => {

@@ -300,7 +300,7 @@ impl PartitionEngine {
 
     fn fire_silences(&mut self, plan: &Plan, until: i64, inclusive: bool, out: &mut Outputs) {
         let Some(rule) = &plan.silence else { return };
-        while let Some((deadline, sensor, last_seen)) = self.state.silence.pop_due(until, inclusive) {
+        while let Some((deadline, sensor, last_seen)) = self.state.silence.pop_due(until, inclusive, rule.timeout_ms) {
             let mut a = self.anomaly(
                 &rule.name,
                 AnomalyKind::Silence,

@@ -1,20 +1,46 @@
 //! Silent sensors, in event time: each known sensor has a deadline (last reading + timeout) that fires when the
 //! partition watermark passes it, so a quiet sensor is noticed through its partition neighbours' readings.
+//!
+//! A reading only updates `last_seen`; the deadline queue holds one entry per non-silent sensor, possibly older
+//! than its real deadline, and a stale entry is pushed again when it surfaces. So a reading costs O(1) and the
+//! queue stays as small as the number of sensors.
 
-use std::collections::BTreeSet;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// Min-queue of (deadline, sensor); a plain list in snapshots.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(from = "Vec<(i64, u32)>", into = "Vec<(i64, u32)>")]
+struct DeadlineQueue(BinaryHeap<Reverse<(i64, u32)>>);
+
+impl From<Vec<(i64, u32)>> for DeadlineQueue {
+    fn from(v: Vec<(i64, u32)>) -> Self {
+        Self(v.into_iter().map(Reverse).collect())
+    }
+}
+
+impl From<DeadlineQueue> for Vec<(i64, u32)> {
+    fn from(q: DeadlineQueue) -> Self {
+        q.0.into_iter().map(|Reverse(e)| e).collect()
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct SilenceTracker {
     /// Per sensor: event time of its newest reading seen by the rules, `i64::MIN` before the first.
     last_seen: Vec<i64>,
     silent: Vec<bool>,
-    /// (deadline, sensor) of every sensor that is not silent yet.
-    deadlines: BTreeSet<(i64, u32)>,
+    /// (deadline, sensor): one entry per known, non-silent sensor, at or before its real deadline.
+    queue: DeadlineQueue,
 }
 
 impl SilenceTracker {
+    fn heap(&mut self) -> &mut BinaryHeap<Reverse<(i64, u32)>> {
+        &mut self.queue.0
+    }
+
     /// A reading of `sensor` at `ts` (in event-time order). Returns the previous last-seen time when this reading
     /// ends a silence.
     pub(crate) fn on_reading(&mut self, sensor: u32, ts: i64, timeout_ms: i64) -> Option<i64> {
@@ -24,26 +50,34 @@ impl SilenceTracker {
             self.silent.resize(i + 1, false);
         }
         let previous = self.last_seen[i];
-        if previous != i64::MIN {
-            self.deadlines.remove(&(previous.saturating_add(timeout_ms), sensor));
+        self.last_seen[i] = previous.max(ts);
+        let returning = std::mem::take(&mut self.silent[i]);
+        if previous == i64::MIN || returning {
+            let deadline = self.last_seen[i].saturating_add(timeout_ms);
+            self.heap().push(Reverse((deadline, sensor)));
         }
-        let last = previous.max(ts);
-        self.last_seen[i] = last;
-        self.deadlines.insert((last.saturating_add(timeout_ms), sensor));
-        std::mem::take(&mut self.silent[i]).then_some(previous)
+        returning.then_some(previous)
     }
 
     /// Pops the earliest deadline that is due: strictly before `before`, or at/before it when `inclusive`.
     /// Returns (deadline, sensor, last seen).
-    pub(crate) fn pop_due(&mut self, before: i64, inclusive: bool) -> Option<(i64, u32, i64)> {
-        let &(deadline, sensor) = self.deadlines.first()?;
-        let due = if inclusive { deadline <= before } else { deadline < before };
-        if !due {
-            return None;
+    pub(crate) fn pop_due(&mut self, before: i64, inclusive: bool, timeout_ms: i64) -> Option<(i64, u32, i64)> {
+        loop {
+            let &Reverse((queued, sensor)) = self.heap().peek()?;
+            let due = |d: i64| if inclusive { d <= before } else { d < before };
+            if !due(queued) {
+                return None;
+            }
+            self.heap().pop();
+            let last_seen = self.last_seen[sensor as usize];
+            let deadline = last_seen.saturating_add(timeout_ms);
+            if deadline > queued {
+                self.heap().push(Reverse((deadline, sensor)));
+                continue;
+            }
+            self.silent[sensor as usize] = true;
+            return Some((deadline, sensor, last_seen));
         }
-        self.deadlines.pop_first();
-        self.silent[sensor as usize] = true;
-        Some((deadline, sensor, self.last_seen[sensor as usize]))
     }
 
     pub(crate) fn silent_count(&self) -> usize {
@@ -59,13 +93,13 @@ mod tests {
     fn a_deadline_fires_once_and_a_new_reading_resolves_it() {
         let mut t = SilenceTracker::default();
         assert_eq!(t.on_reading(0, 1000, 500), None);
-        assert_eq!(t.pop_due(1500, false), None, "a reading exactly at the deadline would still count");
-        assert_eq!(t.pop_due(1500, true), Some((1500, 0, 1000)));
-        assert_eq!(t.pop_due(10_000, true), None, "fires once");
+        assert_eq!(t.pop_due(1500, false, 500), None, "a reading exactly at the deadline would still count");
+        assert_eq!(t.pop_due(1500, true, 500), Some((1500, 0, 1000)));
+        assert_eq!(t.pop_due(10_000, true, 500), None, "fires once");
         assert_eq!(t.silent_count(), 1);
         assert_eq!(t.on_reading(0, 9000, 500), Some(1000));
         assert_eq!(t.silent_count(), 0);
-        assert_eq!(t.pop_due(9500, true), Some((9500, 0, 9000)));
+        assert_eq!(t.pop_due(9500, true, 500), Some((9500, 0, 9000)));
     }
 
     #[test]
@@ -73,7 +107,18 @@ mod tests {
         let mut t = SilenceTracker::default();
         t.on_reading(3, 0, 100);
         t.on_reading(3, 90, 100);
-        assert_eq!(t.pop_due(150, true), None);
-        assert_eq!(t.pop_due(190, true), Some((190, 3, 90)));
+        assert_eq!(t.pop_due(150, true, 100), None);
+        assert_eq!(t.pop_due(190, true, 100), Some((190, 3, 90)));
+    }
+
+    #[test]
+    fn survives_a_snapshot_round_trip() {
+        let mut t = SilenceTracker::default();
+        t.on_reading(0, 0, 100);
+        t.on_reading(1, 50, 100);
+        let bytes = postcard::to_stdvec(&t).unwrap();
+        let mut back: SilenceTracker = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back.pop_due(1000, true, 100), Some((100, 0, 0)));
+        assert_eq!(back.pop_due(1000, true, 100), Some((150, 1, 50)));
     }
 }

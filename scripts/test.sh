@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The test command: formatting, lints, generated-file drift, Rust tests, and end-to-end tests with real tools.
+# Installs what it needs (a Python virtualenv under target/) and skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "generated files are up to date"
+scripts/generate.sh --check
+
+step "Rust tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+
+step "end-to-end tests (Python virtualenv in target/venv)"
+scripts/venv.sh
+cargo build -p sensorpipe-worker --locked
+target/venv/bin/python -m pytest -q e2e

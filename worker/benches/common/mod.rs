@@ -1,0 +1,16 @@
+//! Shared setup of the benchmarks: the reference pipeline and reading generators.
+#![allow(dead_code)]
+
+use sensorpipe_worker::engine::Pipeline;
+use sensorpipe_worker::model::load_pipeline;
+
+pub fn reference() -> Pipeline {
+    let yaml = include_str!("../../../examples/smart-building.yaml");
+    Pipeline::new(&load_pipeline(yaml, "examples/smart-building.yaml").expect("example loads")).expect("example is valid")
+}
+
+/// Median of a few measurements.
+pub fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
