@@ -2,6 +2,7 @@
 //! heap bytes held by one partition engine after 8 minutes of readings every 10 s (two windows open), measured
 //! with the dhat heap profiler.
 //! Run: `cargo bench -p sensorpipe-worker --bench memory`.
+#![allow(clippy::expect_used, clippy::print_stdout)] // a benchmark prints its figures and stops on broken setup
 
 mod common;
 

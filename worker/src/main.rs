@@ -17,7 +17,11 @@ use sensorpipe_worker::replay::{DirectorySink, replay};
 use sensorpipe_worker::simulate::{SimConfig, generate};
 
 #[derive(Parser, Debug)]
-#[command(name = "sensorpipe-worker", version, about = "sensorpipe data plane: event-time analytics of sensor readings")]
+#[command(
+    name = "sensorpipe-worker",
+    version,
+    about = "sensorpipe data plane: event-time analytics of sensor readings"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -148,8 +152,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Schema { record } => {
             let schema = match record {
                 RecordKind::Anomaly => schemars::schema_for!(sensorpipe_worker::records::Anomaly),
-                RecordKind::Aggregate => schemars::schema_for!(sensorpipe_worker::records::Aggregate),
-                RecordKind::DeadLetter => schemars::schema_for!(sensorpipe_worker::records::DeadLetter),
+                RecordKind::Aggregate => {
+                    schemars::schema_for!(sensorpipe_worker::records::Aggregate)
+                }
+                RecordKind::DeadLetter => {
+                    schemars::schema_for!(sensorpipe_worker::records::DeadLetter)
+                }
             };
             let mut out = io::stdout().lock();
             serde_json::to_writer_pretty(&mut out, &schema)?;
@@ -183,7 +191,10 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
     let mut out: Box<dyn Write> = if a.output == "-" {
         Box::new(BufWriter::with_capacity(1 << 20, io::stdout().lock()))
     } else {
-        Box::new(BufWriter::with_capacity(1 << 20, File::create(&a.output).with_context(|| format!("cannot create {}", a.output))?))
+        Box::new(BufWriter::with_capacity(
+            1 << 20,
+            File::create(&a.output).with_context(|| format!("cannot create {}", a.output))?,
+        ))
     };
     let truth = generate(&cfg, |line| {
         out.write_all(line)?;

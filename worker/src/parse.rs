@@ -254,10 +254,7 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
 
 impl ReadingParser {
     pub fn new(fields: &FieldMapping) -> Self {
-        let mut slots = vec![
-            (fields.sensor_id.clone(), Slot::Sensor),
-            (fields.timestamp.clone(), Slot::Timestamp),
-        ];
+        let mut slots = vec![(fields.sensor_id.clone(), Slot::Sensor), (fields.timestamp.clone(), Slot::Timestamp)];
         slots.extend(fields.metrics.iter().enumerate().map(|(i, m)| (m.clone(), Slot::Metric(i))));
         slots.extend(fields.zone.iter().map(|z| (z.clone(), Slot::Zone)));
         slots.extend(fields.labels.iter().enumerate().map(|(i, l)| (l.clone(), Slot::Label(i))));
@@ -292,10 +289,16 @@ impl ReadingParser {
 
         let sensor = match sensor {
             None | Some(Raw::Null) => {
-                return Err(ParseError::new(Reason::MissingField, format!("no sensor id field {:?}", self.sensor_field)));
+                return Err(ParseError::new(
+                    Reason::MissingField,
+                    format!("no sensor id field {:?}", self.sensor_field),
+                ));
             }
             Some(Raw::Str(s)) if s.is_empty() => {
-                return Err(ParseError::new(Reason::MissingField, format!("sensor id field {:?} is empty", self.sensor_field)));
+                return Err(ParseError::new(
+                    Reason::MissingField,
+                    format!("sensor id field {:?} is empty", self.sensor_field),
+                ));
             }
             Some(Raw::Str(s)) => s,
             Some(Raw::Int(i)) => Cow::Owned(i.to_string()),
@@ -303,14 +306,21 @@ impl ReadingParser {
             Some(other) => {
                 return Err(ParseError::new(
                     Reason::WrongType,
-                    format!("sensor id field {:?} is {}, expected a string or an integer", self.sensor_field, other.type_name()),
+                    format!(
+                        "sensor id field {:?} is {}, expected a string or an integer",
+                        self.sensor_field,
+                        other.type_name()
+                    ),
                 ));
             }
         };
 
         let ts_ms = match timestamp {
             None | Some(Raw::Null) => {
-                return Err(ParseError::new(Reason::MissingField, format!("no timestamp field {:?}", self.timestamp_field)));
+                return Err(ParseError::new(
+                    Reason::MissingField,
+                    format!("no timestamp field {:?}", self.timestamp_field),
+                ));
             }
             Some(raw) => self.event_time(raw)?,
         };
@@ -327,12 +337,18 @@ impl ReadingParser {
                 None | Some(Raw::Null) => None,
                 Some(Raw::Float(f)) if f.is_finite() => Some(f),
                 Some(Raw::Float(_)) => {
-                    return Err(ParseError::new(Reason::NonFinite, format!("metric {:?} is not finite", self.metric_names[i])));
+                    return Err(ParseError::new(
+                        Reason::NonFinite,
+                        format!("metric {:?} is not finite", self.metric_names[i]),
+                    ));
                 }
                 Some(Raw::Int(n)) => Some(n as f64),
                 Some(Raw::UInt(n)) => Some(n as f64),
                 Some(Raw::Str(s)) if is_non_finite_word(&s) => {
-                    return Err(ParseError::new(Reason::NonFinite, format!("metric {:?} is {s:?}", self.metric_names[i])));
+                    return Err(ParseError::new(
+                        Reason::NonFinite,
+                        format!("metric {:?} is {s:?}", self.metric_names[i]),
+                    ));
                 }
                 Some(other) => {
                     return Err(ParseError::new(
@@ -359,7 +375,8 @@ impl ReadingParser {
 
     fn event_time(&self, raw: Raw<'_>) -> Result<i64, ParseError> {
         let field = &self.timestamp_field;
-        let out_of_range = || ParseError::new(Reason::TimestampOutOfRange, format!("timestamp {field:?} is out of range"));
+        let out_of_range =
+            || ParseError::new(Reason::TimestampOutOfRange, format!("timestamp {field:?} is out of range"));
         match (self.unit, raw) {
             (TimestampUnit::EpochSeconds, Raw::Int(s)) => s.checked_mul(1000).ok_or_else(out_of_range),
             (TimestampUnit::EpochSeconds, Raw::UInt(s)) => {
@@ -407,7 +424,10 @@ fn text_field<'a>(raw: Option<Raw<'a>>, what: &str) -> Result<Option<Cow<'a, str
 }
 
 fn is_non_finite_word(s: &str) -> bool {
-    matches!(s.trim().to_ascii_lowercase().as_str(), "nan" | "inf" | "-inf" | "+inf" | "infinity" | "-infinity" | "+infinity")
+    matches!(
+        s.trim().to_ascii_lowercase().as_str(),
+        "nan" | "inf" | "-inf" | "+inf" | "infinity" | "-infinity" | "+infinity"
+    )
 }
 
 /// Python's `json.dumps` writes `NaN` and `Infinity` bare, and a literal like `1e999` overflows: both are
@@ -507,15 +527,24 @@ mod tests {
         assert_eq!(reason_of(r#"{"sensor_id":"a","timestamp":1673018400,"temperature":"25.3"}"#), Reason::WrongType);
         assert_eq!(reason_of(r#"{"sensor_id":["a"],"timestamp":1673018400,"temperature":1}"#), Reason::WrongType);
         assert_eq!(reason_of(r#"{"sensor_id":"a","timestamp":"yesterday","temperature":1}"#), Reason::WrongType);
-        assert_eq!(reason_of(r#"{"sensor_id":"a","timestamp":1673018400,"temperature":1,"zone":{}}"#), Reason::WrongType);
+        assert_eq!(
+            reason_of(r#"{"sensor_id":"a","timestamp":1673018400,"temperature":1,"zone":{}}"#),
+            Reason::WrongType
+        );
         assert_eq!(reason_of(r#"[1,2]"#), Reason::WrongType);
         assert_eq!(reason_of(r#"{"sensor_id":"a","timestamp":1673018400,"temperature":NaN}"#), Reason::NonFinite);
-        assert_eq!(reason_of(r#"{"sensor_id":"a","timestamp":1673018400,"temperature": -Infinity}"#), Reason::NonFinite);
+        assert_eq!(
+            reason_of(r#"{"sensor_id":"a","timestamp":1673018400,"temperature": -Infinity}"#),
+            Reason::NonFinite
+        );
         assert_eq!(reason_of(r#"{"sensor_id":"a","timestamp":1673018400,"temperature":1e999}"#), Reason::NonFinite);
         assert_eq!(reason_of(r#"{"sensor_id":"a","timestamp":1673018400,"temperature":"NaN"}"#), Reason::NonFinite);
         assert_eq!(reason_of(r#"{"sensor_id":"a","timestamp":0,"temperature":1}"#), Reason::TimestampOutOfRange);
         assert_eq!(reason_of(r#"{"sensor_id":"a","timestamp":1e300,"temperature":1}"#), Reason::TimestampOutOfRange);
-        assert_eq!(reason_of(r#"{"sensor_id":"a","timestamp":99999999999999,"temperature":1}"#), Reason::TimestampOutOfRange);
+        assert_eq!(
+            reason_of(r#"{"sensor_id":"a","timestamp":99999999999999,"temperature":1}"#),
+            Reason::TimestampOutOfRange
+        );
     }
 
     #[test]

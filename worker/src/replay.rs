@@ -50,7 +50,11 @@ impl DirectorySink {
                 .map(BufWriter::new)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
         };
-        Ok(Self { anomalies: open(ANOMALIES_FILE)?, aggregates: open(AGGREGATES_FILE)?, dead_letters: open(DEAD_LETTERS_FILE)? })
+        Ok(Self {
+            anomalies: open(ANOMALIES_FILE)?,
+            aggregates: open(AGGREGATES_FILE)?,
+            dead_letters: open(DEAD_LETTERS_FILE)?,
+        })
     }
 
     pub fn finish(mut self) -> io::Result<()> {

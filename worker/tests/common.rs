@@ -1,5 +1,5 @@
 //! Shared helpers for the worker's integration tests.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)] // helpers outside #[test] fns: a panic is the failure report
 
 use sensorpipe_worker::engine::{Outputs, Pipeline};
 use sensorpipe_worker::model::load_pipeline;
@@ -9,7 +9,8 @@ pub fn pipeline(yaml: &str) -> Pipeline {
 }
 
 pub fn reference() -> Pipeline {
-    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/smart-building.yaml")).unwrap();
+    let yaml =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/smart-building.yaml")).unwrap();
     pipeline(&yaml)
 }
 

@@ -1,5 +1,6 @@
 //! Engine behaviour in event time: watermark, lateness, reordering, silence and window closing, through the
 //! public API with real JSON records.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a panic is the failure report
 
 mod common;
 
@@ -11,9 +12,7 @@ use sensorpipe_worker::records::AnomalyState;
 const T0: f64 = 1_673_049_600.0;
 
 fn spec(event_time: &str, rules: &str) -> String {
-    format!(
-        "input:\n  fields: {{metrics: [temperature], zone: zone}}\nprocessing:\n  eventTime: {event_time}\n{rules}"
-    )
+    format!("input:\n  fields: {{metrics: [temperature], zone: zone}}\nprocessing:\n  eventTime: {event_time}\n{rules}")
 }
 
 const OVERHEAT: &str = "  thresholds:\n  - {name: hot, metric: temperature, above: 30}\n";
@@ -87,7 +86,10 @@ fn a_silent_sensor_is_noticed_through_its_neighbours_and_resolved_when_it_return
     let quiet: Vec<_> = out.anomalies.iter().filter(|a| a.sensor == "quiet").collect();
     assert_eq!(quiet.len(), 2, "{:#?}", out);
     let ms = |s: f64| ((T0 + s) * 1000.0) as i64;
-    assert_eq!((quiet[0].state, quiet[0].event_time, quiet[0].last_seen), (AnomalyState::Firing, ms(80.0), Some(ms(20.0))));
+    assert_eq!(
+        (quiet[0].state, quiet[0].event_time, quiet[0].last_seen),
+        (AnomalyState::Firing, ms(80.0), Some(ms(20.0)))
+    );
     assert_eq!((quiet[1].state, quiet[1].event_time), (AnomalyState::Resolved, ms(200.0)));
     assert!(out.anomalies.iter().all(|a| a.sensor == "quiet"));
 }

@@ -1,5 +1,6 @@
 //! Runs the fuzz seeds (worker/fuzz/seeds, plus any crash reproducers added there) through the parser and the
 //! engine on every test run, so a fixed fuzz finding stays fixed. Fuzzing itself: see docs/fuzzing.md.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a panic is the failure report
 
 use sensorpipe_worker::engine::Outputs;
 

@@ -1,6 +1,7 @@
 //! Simulate a day of the reference building, replay it through the reference pipeline, and check the engine
 //! found exactly what the simulator injected: every overheating, spike and silence episode, no anomaly outside
 //! them, and the dead letters the simulator planted, reason by reason.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a panic is the failure report
 
 mod common;
 
@@ -21,7 +22,17 @@ fn simulate(cfg: &SimConfig) -> (Vec<u8>, GroundTruth) {
 }
 
 fn day() -> SimConfig {
-    SimConfig { sensors: 40, zones: 4, overheats: 5, spike_rises: 4, spike_falls: 4, drifts: 4, stuck: 4, silences: 5, ..SimConfig::default() }
+    SimConfig {
+        sensors: 40,
+        zones: 4,
+        overheats: 5,
+        spike_rises: 4,
+        spike_falls: 4,
+        drifts: 4,
+        stuck: 4,
+        silences: 5,
+        ..SimConfig::default()
+    }
 }
 
 #[test]
@@ -40,7 +51,9 @@ fn replay_of_a_simulated_day_finds_every_injected_anomaly_and_nothing_else() {
                 .anomalies
                 .iter()
                 .enumerate()
-                .filter(|(_, a)| a.sensor == ep.sensor && a.kind == *kind && (ep.start..=ep.end).contains(&a.event_time))
+                .filter(|(_, a)| {
+                    a.sensor == ep.sensor && a.kind == *kind && (ep.start..=ep.end).contains(&a.event_time)
+                })
                 .collect();
             let states: Vec<_> = found.iter().map(|(_, a)| a.state).collect();
             assert_eq!(
@@ -74,7 +87,18 @@ fn replay_of_a_simulated_day_finds_every_injected_anomaly_and_nothing_else() {
 
 #[test]
 fn simulation_and_replay_are_deterministic() {
-    let cfg = SimConfig { sensors: 10, zones: 2, duration_ms: 6 * 3_600_000, overheats: 1, spike_rises: 1, spike_falls: 1, drifts: 1, stuck: 1, silences: 1, ..SimConfig::default() };
+    let cfg = SimConfig {
+        sensors: 10,
+        zones: 2,
+        duration_ms: 6 * 3_600_000,
+        overheats: 1,
+        spike_rises: 1,
+        spike_falls: 1,
+        drifts: 1,
+        stuck: 1,
+        silences: 1,
+        ..SimConfig::default()
+    };
     let (a, truth_a) = simulate(&cfg);
     let (b, truth_b) = simulate(&cfg);
     assert_eq!(a, b);

@@ -4,6 +4,7 @@
 //! - snapshot + restore at any point gives the same outputs as never stopping;
 //! - threshold and spike episodes alternate firing/resolved per sensor and rule (no flapping duplicates);
 //! - arbitrary bytes never panic and always leave a trace (a reading or a dead letter).
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a panic is the failure report
 
 mod common;
 
@@ -58,19 +59,17 @@ impl R {
 
 /// Readings of a few sensors over a few minutes with values around the rule limits, in event-time order.
 fn readings() -> impl Strategy<Value = Vec<R>> {
-    prop::collection::vec(
-        (0u8..4, 0i64..4000, 15.0f64..40.0, prop::option::of(5.0f64..40.0), 0u8..2),
-        1..120,
+    prop::collection::vec((0u8..4, 0i64..4000, 15.0f64..40.0, prop::option::of(5.0f64..40.0), 0u8..2), 1..120).prop_map(
+        |raw| {
+            let mut ts = T0;
+            raw.into_iter()
+                .map(|(sensor, step, t, h, zone)| {
+                    ts += step;
+                    R { sensor, ts, temperature: (t * 10.0).round() / 10.0, humidity: h, zone }
+                })
+                .collect()
+        },
     )
-    .prop_map(|raw| {
-        let mut ts = T0;
-        raw.into_iter()
-            .map(|(sensor, step, t, h, zone)| {
-                ts += step;
-                R { sensor, ts, temperature: (t * 10.0).round() / 10.0, humidity: h, zone }
-            })
-            .collect()
-    })
 }
 
 /// A delivery order: each reading delayed by less than the out-of-orderness bound.
@@ -95,11 +94,12 @@ fn dbg(v: &[impl std::fmt::Debug]) -> Vec<String> {
 
 /// Compares without printing pages of records on failure.
 fn same(a: &Outputs, b: &Outputs) -> Result<(), TestCaseError> {
-    let first_diff = |x: Vec<String>, y: Vec<String>| {
-        x.iter().zip(&y).position(|(p, q)| p != q).map(|i| (x[i].clone(), y[i].clone())).or_else(|| {
-            (x.len() != y.len()).then(|| (format!("{} records", x.len()), format!("{} records", y.len())))
-        })
-    };
+    let first_diff =
+        |x: Vec<String>, y: Vec<String>| {
+            x.iter().zip(&y).position(|(p, q)| p != q).map(|i| (x[i].clone(), y[i].clone())).or_else(|| {
+                (x.len() != y.len()).then(|| (format!("{} records", x.len()), format!("{} records", y.len())))
+            })
+        };
     for (what, diff) in [
         ("anomalies", first_diff(dbg(&a.anomalies), dbg(&b.anomalies))),
         ("aggregates", first_diff(dbg(&a.aggregates), dbg(&b.aggregates))),

@@ -1,16 +1,18 @@
 //! String interning: sensors, zones and label values become dense `u32` ids so per-reading state is plain arrays.
 
 use ahash::AHashMap;
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 /// Id of "no value" (a reading without a zone, say).
 pub(crate) const NONE: u32 = u32::MAX;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(from = "Vec<Box<str>>", into = "Vec<Box<str>>")]
+#[serde(from = "Vec<CompactString>", into = "Vec<CompactString>")]
 pub(crate) struct Interner {
-    names: Vec<Box<str>>,
-    index: AHashMap<Box<str>, u32>,
+    names: Vec<CompactString>,
+    /// Short names (sensor ids, zones) live inline in the key, so a lookup needs no second cache miss.
+    index: AHashMap<CompactString, u32>,
 }
 
 impl Interner {
@@ -21,13 +23,14 @@ impl Interner {
         }
         // Ids are u32 and NONE is reserved; 4 billion distinct names in one partition is not a real workload.
         let id = u32::try_from(self.names.len()).unwrap_or(NONE - 1);
-        self.names.push(name.into());
-        self.index.insert(name.into(), id);
+        let name = CompactString::from(name);
+        self.names.push(name.clone());
+        self.index.insert(name, id);
         (id, true)
     }
 
     pub(crate) fn name(&self, id: u32) -> Option<&str> {
-        self.names.get(id as usize).map(|n| &**n)
+        self.names.get(id as usize).map(CompactString::as_str)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -35,14 +38,14 @@ impl Interner {
     }
 }
 
-impl From<Vec<Box<str>>> for Interner {
-    fn from(names: Vec<Box<str>>) -> Self {
+impl From<Vec<CompactString>> for Interner {
+    fn from(names: Vec<CompactString>) -> Self {
         let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i as u32)).collect();
         Self { names, index }
     }
 }
 
-impl From<Interner> for Vec<Box<str>> {
+impl From<Interner> for Vec<CompactString> {
     fn from(i: Interner) -> Self {
         i.names
     }

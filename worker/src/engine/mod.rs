@@ -120,14 +120,13 @@ struct State {
     watermark: i64,
     sensors: Interner,
     /// Per sensor: xxh3 of its name (canonical tie-break) and its latest zone (for silence anomalies).
-    sensor_hash: Vec<u64>,
-    sensor_zone: Vec<u32>,
+    sensor_meta: Vec<(u64, u32)>,
     groups: Interner,
     reorder: ReorderBuffer,
-    /// [rule][sensor]
-    thresholds: Vec<Vec<ThresholdState>>,
-    /// [rule][sensor]
-    spikes: Vec<Vec<SpikeState>>,
+    /// [sensor * rules + rule]: one sensor's rule states sit together, one cache line for a reading.
+    thresholds: Vec<ThresholdState>,
+    /// [sensor * rules + rule]
+    spikes: Vec<SpikeState>,
     silence: SilenceTracker,
     /// [aggregation]
     windows: Vec<WindowState>,
@@ -139,12 +138,11 @@ impl State {
             max_ts: i64::MIN,
             watermark: i64::MIN,
             sensors: Interner::default(),
-            sensor_hash: Vec::new(),
-            sensor_zone: Vec::new(),
+            sensor_meta: Vec::new(),
             groups: Interner::default(),
             reorder: ReorderBuffer::default(),
-            thresholds: vec![Vec::new(); plan.thresholds.len()],
-            spikes: vec![Vec::new(); plan.spikes.len()],
+            thresholds: Vec::new(),
+            spikes: Vec::new(),
             silence: SilenceTracker::default(),
             windows: vec![WindowState::default(); plan.aggregations.len()],
         }
@@ -239,13 +237,16 @@ impl PartitionEngine {
 
         let (sensor, new) = st.sensors.intern(&r.sensor);
         if new {
-            st.sensor_hash.push(xxhash_rust::xxh3::xxh3_64(r.sensor.as_bytes()));
-            st.sensor_zone.push(NONE);
-            st.thresholds.iter_mut().for_each(|v| v.push(ThresholdState::default()));
-            st.spikes.iter_mut().for_each(|v| v.push(SpikeState::default()));
+            st.sensor_meta.push((xxhash_rust::xxh3::xxh3_64(r.sensor.as_bytes()), NONE));
+            st.thresholds.resize(st.thresholds.len() + plan.thresholds.len(), ThresholdState::default());
+            st.spikes.resize(st.spikes.len() + plan.spikes.len(), SpikeState::default());
         }
         let mut groups = [NONE; GROUP_SLOTS];
-        let zone = r.zone.as_deref().filter(|z| !z.is_empty()).or_else(|| plan.sensor_zones.get(&*r.sensor).map(String::as_str));
+        let zone = r
+            .zone
+            .as_deref()
+            .filter(|z| !z.is_empty())
+            .or_else(|| plan.sensor_zones.get(&*r.sensor).map(String::as_str));
         if let Some(zone) = zone {
             groups[0] = st.groups.intern(zone).0;
         }
@@ -267,7 +268,7 @@ impl PartitionEngine {
             self.stats.late_for_rules += 1;
             add_to_windows(plan, &mut st.windows, &reading);
         } else {
-            st.reorder.push(st.sensor_hash[sensor as usize], reading);
+            st.reorder.push(st.sensor_meta[sensor as usize].0, reading);
         }
         if r.ts_ms > st.max_ts {
             st.max_ts = r.ts_ms;
@@ -307,7 +308,7 @@ impl PartitionEngine {
                 AnomalyState::Firing,
                 rule.severity,
                 sensor,
-                self.state.sensor_zone[sensor as usize],
+                self.state.sensor_meta[sensor as usize].1,
                 deadline,
             );
             a.limit = rule.timeout_ms as f64 / 1000.0;
@@ -319,21 +320,31 @@ impl PartitionEngine {
     fn apply_rules(&mut self, plan: &Plan, r: &Reading, out: &mut Outputs) {
         let s = r.sensor as usize;
         if r.groups[0] != NONE {
-            self.state.sensor_zone[s] = r.groups[0];
+            self.state.sensor_meta[s].1 = r.groups[0];
         }
-        if let Some(rule) = &plan.silence {
-            if let Some(last_seen) = self.state.silence.on_reading(r.sensor, r.ts, rule.timeout_ms) {
-                let mut a =
-                    self.anomaly(&rule.name, AnomalyKind::Silence, AnomalyState::Resolved, rule.severity, r.sensor, r.groups[0], r.ts);
-                a.limit = rule.timeout_ms as f64 / 1000.0;
-                a.last_seen = Some(last_seen);
-                out.anomalies.push(a);
-            }
+        if let Some(rule) = &plan.silence
+            && let Some(last_seen) = self.state.silence.on_reading(r.sensor, r.ts, rule.timeout_ms)
+        {
+            let mut a = self.anomaly(
+                &rule.name,
+                AnomalyKind::Silence,
+                AnomalyState::Resolved,
+                rule.severity,
+                r.sensor,
+                r.groups[0],
+                r.ts,
+            );
+            a.limit = rule.timeout_ms as f64 / 1000.0;
+            a.last_seen = Some(last_seen);
+            out.anomalies.push(a);
         }
         for (i, rule) in plan.thresholds.iter().enumerate() {
-            let Some(v) = r.value(rule.metric) else { continue };
-            if let Some(state) = self.state.thresholds[i][s].observe(rule, r.ts, v) {
-                let mut a = self.anomaly(&rule.name, AnomalyKind::Threshold, state, rule.severity, r.sensor, r.groups[0], r.ts);
+            let Some(v) = r.value(rule.metric) else {
+                continue;
+            };
+            if let Some(state) = self.state.thresholds[s * plan.thresholds.len() + i].observe(rule, r.ts, v) {
+                let mut a =
+                    self.anomaly(&rule.name, AnomalyKind::Threshold, state, rule.severity, r.sensor, r.groups[0], r.ts);
                 a.metric = Some(plan.metric_names[rule.metric].clone());
                 a.value = Some(v);
                 a.limit = rule.limit;
@@ -341,9 +352,12 @@ impl PartitionEngine {
             }
         }
         for (i, rule) in plan.spikes.iter().enumerate() {
-            let Some(v) = r.value(rule.metric) else { continue };
-            if let Some((state, baseline)) = self.state.spikes[i][s].observe(rule, r.ts, v) {
-                let mut a = self.anomaly(&rule.name, AnomalyKind::Spike, state, rule.severity, r.sensor, r.groups[0], r.ts);
+            let Some(v) = r.value(rule.metric) else {
+                continue;
+            };
+            if let Some((state, baseline)) = self.state.spikes[s * plan.spikes.len() + i].observe(rule, r.ts, v) {
+                let mut a =
+                    self.anomaly(&rule.name, AnomalyKind::Spike, state, rule.severity, r.sensor, r.groups[0], r.ts);
                 a.metric = Some(plan.metric_names[rule.metric].clone());
                 a.value = Some(v);
                 a.limit = rule.delta;

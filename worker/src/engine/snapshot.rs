@@ -9,7 +9,9 @@ const MAGIC: &[u8; 4] = b"SPS1";
 pub enum SnapshotError {
     #[error("not a sensorpipe engine snapshot (bad header)")]
     BadHeader,
-    #[error("snapshot was taken with a different pipeline definition (fingerprint {found:016x}, expected {expected:016x})")]
+    #[error(
+        "snapshot was taken with a different pipeline definition (fingerprint {found:016x}, expected {expected:016x})"
+    )]
     DifferentPipeline { found: u64, expected: u64 },
     #[error("corrupt snapshot: {0}")]
     Corrupt(String),

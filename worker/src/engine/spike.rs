@@ -2,10 +2,12 @@
 //! `within` of readings, so a reading is compared against every earlier reading in the span in O(1) amortised.
 //! The episode fires when a reading is more than `delta` away from one of them and resolves at the first reading
 //! that no longer is.
-
-use std::collections::VecDeque;
+//!
+//! The deques are usually a few entries long (noise keeps them short), so they live inline in the sensor's
+//! state and spill to the heap only for long monotonic runs: no pointer chase per reading.
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use super::plan::SpikePlan;
 use crate::model::Direction;
@@ -14,10 +16,19 @@ use crate::records::AnomalyState;
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct SpikeState {
     /// Increasing values: front is the minimum of the span (for rises).
-    lows: VecDeque<(i64, f64)>,
+    lows: Deque,
     /// Decreasing values: front is the maximum of the span (for falls).
-    highs: VecDeque<(i64, f64)>,
+    highs: Deque,
     active: bool,
+}
+
+type Deque = SmallVec<[(i64, f64); 3]>;
+
+fn pop_front_older_than(d: &mut Deque, oldest: i64) {
+    let stale = d.iter().take_while(|&&(t, _)| t < oldest).count();
+    if stale > 0 {
+        d.drain(..stale);
+    }
 }
 
 /// A transition and, when firing, the earlier reading (time, value) the change is measured from.
@@ -26,32 +37,28 @@ pub(crate) type SpikeTransition = (AnomalyState, Option<(i64, f64)>);
 impl SpikeState {
     pub(crate) fn observe(&mut self, plan: &SpikePlan, ts: i64, value: f64) -> Option<SpikeTransition> {
         let oldest = ts.saturating_sub(plan.within_ms);
-        while self.lows.front().is_some_and(|&(t, _)| t < oldest) {
-            self.lows.pop_front();
-        }
-        while self.highs.front().is_some_and(|&(t, _)| t < oldest) {
-            self.highs.pop_front();
-        }
+        pop_front_older_than(&mut self.lows, oldest);
+        pop_front_older_than(&mut self.highs, oldest);
         let rise = matches!(plan.direction, Direction::Rise | Direction::Any);
         let fall = matches!(plan.direction, Direction::Fall | Direction::Any);
-        let rise_from = self.lows.front().copied().filter(|&(_, low)| rise && value - low > plan.delta);
-        let fall_from = self.highs.front().copied().filter(|&(_, high)| fall && high - value > plan.delta);
+        let rise_from = self.lows.first().copied().filter(|&(_, low)| rise && value - low > plan.delta);
+        let fall_from = self.highs.first().copied().filter(|&(_, high)| fall && high - value > plan.delta);
         let baseline = match (rise_from, fall_from) {
             (Some(r), Some(f)) => Some(if value - r.1 >= f.1 - value { r } else { f }),
             (r, f) => r.or(f),
         };
 
         if rise {
-            while self.lows.back().is_some_and(|&(_, v)| v >= value) {
-                self.lows.pop_back();
+            while self.lows.last().is_some_and(|&(_, v)| v >= value) {
+                self.lows.pop();
             }
-            self.lows.push_back((ts, value));
+            self.lows.push((ts, value));
         }
         if fall {
-            while self.highs.back().is_some_and(|&(_, v)| v <= value) {
-                self.highs.pop_back();
+            while self.highs.last().is_some_and(|&(_, v)| v <= value) {
+                self.highs.pop();
             }
-            self.highs.push_back((ts, value));
+            self.highs.push((ts, value));
         }
 
         match (self.active, baseline) {
@@ -76,10 +83,20 @@ mod tests {
     const MIN: i64 = 60_000;
 
     fn plan(direction: Direction) -> SpikePlan {
-        SpikePlan { name: "s".into(), metric: 0, delta: 10.0, within_ms: 5 * MIN, direction, severity: Severity::Warning }
+        SpikePlan {
+            name: "s".into(),
+            metric: 0,
+            delta: 10.0,
+            within_ms: 5 * MIN,
+            direction,
+            severity: Severity::Warning,
+        }
     }
 
-    fn run(plan: &SpikePlan, series: &[(i64, f64)]) -> Vec<(i64, AnomalyState, Option<(i64, f64)>)> {
+    /// (reading time, transition, baseline) per transition.
+    type Transitions = Vec<(i64, AnomalyState, Option<(i64, f64)>)>;
+
+    fn run(plan: &SpikePlan, series: &[(i64, f64)]) -> Transitions {
         let mut s = SpikeState::default();
         series.iter().filter_map(|&(ts, v)| s.observe(plan, ts, v).map(|(st, b)| (ts, st, b))).collect()
     }

@@ -64,7 +64,16 @@ mod tests {
     use crate::model::Severity;
 
     fn plan(above: bool, limit: f64, clear: f64, for_ms: i64, min_count: u32) -> ThresholdPlan {
-        ThresholdPlan { name: "t".into(), metric: 0, above, limit, clear, for_ms, min_count, severity: Severity::Warning }
+        ThresholdPlan {
+            name: "t".into(),
+            metric: 0,
+            above,
+            limit,
+            clear,
+            for_ms,
+            min_count,
+            severity: Severity::Warning,
+        }
     }
 
     fn run(plan: &ThresholdPlan, series: &[(i64, f64)]) -> Vec<(i64, AnomalyState)> {
@@ -94,7 +103,10 @@ mod tests {
         let p = plan(true, 30.0, 30.0, 0, 1);
         assert!(run(&p, &[(0, 30.0)]).is_empty());
         let below = plan(false, 5.0, 5.0, 0, 1);
-        assert_eq!(run(&below, &[(0, 5.0), (1, 4.9), (2, 5.0)]), vec![(1, AnomalyState::Firing), (2, AnomalyState::Resolved)]);
+        assert_eq!(
+            run(&below, &[(0, 5.0), (1, 4.9), (2, 5.0)]),
+            vec![(1, AnomalyState::Firing), (2, AnomalyState::Resolved)]
+        );
     }
 
     #[test]

@@ -41,7 +41,14 @@ impl fmt::Display for Duration {
             return f.write_str("0s");
         }
         for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)] {
-            let n = ms / size % if size == 3_600_000 { u128::MAX } else if size == 1 { 1000 } else { 60 };
+            let n = ms / size
+                % if size == 3_600_000 {
+                    u128::MAX
+                } else if size == 1 {
+                    1000
+                } else {
+                    60
+                };
             if n > 0 {
                 write!(f, "{n}{unit}")?;
             }

@@ -173,10 +173,7 @@ pub fn validate(def: &PipelineDefinition) -> Result<(), ValidationErrors> {
             );
         }
         if group == "zone" && fields.zone.is_none() && fields.sensor_zones.is_empty() {
-            r.error(
-                format!("{at}.groupBy"),
-                "grouping by zone needs input.fields.zone or input.fields.sensorZones",
-            );
+            r.error(format!("{at}.groupBy"), "grouping by zone needs input.fields.zone or input.fields.sensorZones");
         }
         let size = a.window.size.as_millis_i64();
         if size <= 0 {
@@ -221,11 +218,11 @@ mod tests {
 
     #[test]
     fn threshold_clear_must_be_on_the_right_side() {
-        let e = errors_of(&format!(
-            "{BASE}  thresholds:\n  - {{name: hot, metric: temperature, above: 30, clear: 31}}\n"
-        ));
+        let e =
+            errors_of(&format!("{BASE}  thresholds:\n  - {{name: hot, metric: temperature, above: 30, clear: 31}}\n"));
         assert!(e.contains("processing.thresholds[0].clear: 31 must be at or below the limit 30"), "{e}");
-        let e = errors_of(&format!("{BASE}  thresholds:\n  - {{name: cold, metric: temperature, below: 5, clear: 4}}\n"));
+        let e =
+            errors_of(&format!("{BASE}  thresholds:\n  - {{name: cold, metric: temperature, below: 5, clear: 4}}\n"));
         assert!(e.contains("must be at or above the limit 5"), "{e}");
     }
 
@@ -240,7 +237,13 @@ mod tests {
         let e = errors_of(&format!(
             "{BASE}  thresholds:\n  - {{name: Bad Name, metric: t, above: 1, minCount: 0}}\n  spikes:\n  - {{name: s, metric: temperature, delta: -1, within: 0s}}\n"
         ));
-        for needle in ["thresholds[0].name", "thresholds[0].metric", "thresholds[0].minCount", "spikes[0].delta", "spikes[0].within"] {
+        for needle in [
+            "thresholds[0].name",
+            "thresholds[0].metric",
+            "thresholds[0].minCount",
+            "spikes[0].delta",
+            "spikes[0].within",
+        ] {
             assert!(e.contains(needle), "missing {needle} in {e}");
         }
     }
@@ -258,14 +261,19 @@ mod tests {
         let e = errors_of(&format!(
             "{BASE}  aggregations:\n  - {{name: a, window: {{type: hopping, size: 5m, advance: 2m}}, groupBy: floor}}\n  - {{name: b, window: {{size: 5m, advance: 1m}}}}\n"
         ));
-        assert!(e.contains("aggregations[0].window.advance: must be longer than 0s, at most the window size, and divide"), "{e}");
+        assert!(
+            e.contains("aggregations[0].window.advance: must be longer than 0s, at most the window size, and divide"),
+            "{e}"
+        );
         assert!(e.contains("aggregations[0].groupBy: \"floor\" is neither"), "{e}");
         assert!(e.contains("aggregations[1].window.advance: only hopping windows"), "{e}");
     }
 
     #[test]
     fn zone_grouping_needs_a_zone_source() {
-        let e = errors_of("input:\n  fields: {metrics: [t]}\nprocessing:\n  aggregations:\n  - {name: a, window: {size: 5m}}\n");
+        let e = errors_of(
+            "input:\n  fields: {metrics: [t]}\nprocessing:\n  aggregations:\n  - {name: a, window: {size: 5m}}\n",
+        );
         assert!(e.contains("grouping by zone needs input.fields.zone"), "{e}");
     }
 

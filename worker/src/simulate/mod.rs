@@ -140,10 +140,13 @@ pub fn generate(cfg: &SimConfig, mut emit: impl FnMut(&[u8]) -> std::io::Result<
                 continue;
             }
             // Draw the same amount of randomness for every slot, so one choice never shifts the others.
-            let noise: [f64; 3] = [rng.random_range(-1.0..=1.0), rng.random_range(-1.0..=1.0), rng.random_range(-1.0..=1.0)];
+            let noise: [f64; 3] =
+                [rng.random_range(-1.0..=1.0), rng.random_range(-1.0..=1.0), rng.random_range(-1.0..=1.0)];
             let (roll_order, roll_late, roll_bad, delay_frac) =
                 (rng.random::<f64>(), rng.random::<f64>(), rng.random::<f64>(), rng.random::<f64>());
-            let Some(temperature) = plan.temperature(sensor, ts, noise[0]) else { continue };
+            let Some(temperature) = plan.temperature(sensor, ts, noise[0]) else {
+                continue;
+            };
             let quiet = plan.is_quiet(sensor, ts);
             let record = Record {
                 sensor_id: &sensor.id,
@@ -154,7 +157,8 @@ pub fn generate(cfg: &SimConfig, mut emit: impl FnMut(&[u8]) -> std::io::Result<
                 zone: &sensor.zone,
                 status: "ok",
             };
-            let (mut line, mut valid_ts, mut arrival) = (serde_json::to_vec(&record).map_err(std::io::Error::other)?, Some(ts), ts);
+            let (mut line, mut valid_ts, mut arrival) =
+                (serde_json::to_vec(&record).map_err(std::io::Error::other)?, Some(ts), ts);
             if quiet && roll_bad < cfg.malformed {
                 let reason = MALFORMED[malformed_turn % MALFORMED.len()];
                 malformed_turn += 1;
@@ -207,9 +211,14 @@ fn malformed(r: &Record<'_>, reason: Reason) -> Vec<u8> {
         }
         Reason::MissingField => format!(r#"{{"sensor_id":"{}","temperature":{}}}"#, r.sensor_id, r.temperature),
         Reason::WrongType => {
-            format!(r#"{{"sensor_id":"{}","timestamp":{},"temperature":"{}"}}"#, r.sensor_id, r.timestamp, r.temperature)
+            format!(
+                r#"{{"sensor_id":"{}","timestamp":{},"temperature":"{}"}}"#,
+                r.sensor_id, r.timestamp, r.temperature
+            )
         }
-        Reason::NonFinite => format!(r#"{{"sensor_id":"{}","timestamp":{},"temperature":NaN}}"#, r.sensor_id, r.timestamp),
+        Reason::NonFinite => {
+            format!(r#"{{"sensor_id":"{}","timestamp":{},"temperature":NaN}}"#, r.sensor_id, r.timestamp)
+        }
         Reason::TimestampOutOfRange | Reason::Late => {
             format!(r#"{{"sensor_id":"{}","timestamp":0,"temperature":{}}}"#, r.sensor_id, r.temperature)
         }

@@ -96,8 +96,7 @@ impl Plan {
             .collect();
 
         let slots = (cfg.duration_ms / SLOT).max(0) as usize;
-        let mut cells: Vec<(usize, usize)> =
-            (0..cfg.sensors).flat_map(|s| (0..slots).map(move |k| (s, k))).collect();
+        let mut cells: Vec<(usize, usize)> = (0..cfg.sensors).flat_map(|s| (0..slots).map(move |k| (s, k))).collect();
         cells.shuffle(rng);
         let kinds = [
             (EpisodeKind::Overheat, cfg.overheats),
