@@ -29,10 +29,10 @@ fn main() {
     };
     let target_records = arg("--records", 1_000_000);
     let rounds = arg("--rounds", 7);
-    let sensors = 10_000;
+    let sensors = arg("--sensors", 10_000);
     let cfg = SimConfig {
         sensors,
-        zones: 50,
+        zones: 50.min(sensors),
         duration_ms: (target_records / sensors) as i64 * 10_000,
         overheats: 0,
         spike_rises: 0,
@@ -65,6 +65,18 @@ fn main() {
         "engine benchmark: reference pipeline, {sensors} sensors, {} records per pass, {rounds} rounds, one core",
         full.len()
     );
+    if args.iter().any(|a| a == "--engine-only") {
+        // For profilers: nothing but the engine loop over the reference-shaped records.
+        for _ in 0..rounds {
+            let mut e = pipeline.engine();
+            let mut out = Outputs::default();
+            for r in &reference {
+                e.process(black_box(r), &mut out);
+                out.clear();
+            }
+        }
+        return;
+    }
     for (name, records) in [("reference reading + zone", &reference), ("full simulated reading", &full)] {
         measure(name, &pipeline, records, rounds);
     }

@@ -170,8 +170,9 @@ impl<'de> DeserializeSeed<'de> for ObjectSeed<'_> {
     }
 }
 
-/// Object keys, borrowed when the JSON has no escapes in them.
-struct Key<'a>(Cow<'a, str>);
+/// Object keys as raw bytes: matching against the configured names needs no UTF-8 validation, which would
+/// otherwise cost as much as the rest of the key handling.
+struct Key<'a>(Cow<'a, [u8]>);
 
 impl<'de> de::Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -181,14 +182,20 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an object key")
             }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+            fn visit_borrowed_bytes<E>(self, v: &'de [u8]) -> Result<Key<'de>, E> {
                 Ok(Key(Cow::Borrowed(v)))
             }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_vec())))
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v.as_bytes())))
+            }
             fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
+                Ok(Key(Cow::Owned(v.as_bytes().to_vec())))
             }
         }
-        d.deserialize_str(KeyVisitor)
+        d.deserialize_bytes(KeyVisitor)
     }
 }
 
@@ -267,9 +274,9 @@ impl ReadingParser {
         }
     }
 
-    fn slot(&self, key: &str) -> Option<Slot> {
+    fn slot(&self, key: &[u8]) -> Option<Slot> {
         // A handful of names: a linear scan with a length pre-check beats hashing.
-        self.slots.iter().find(|(name, _)| name.len() == key.len() && name == key).map(|(_, s)| *s)
+        self.slots.iter().find(|(name, _)| name.len() == key.len() && name.as_bytes() == key).map(|(_, s)| *s)
     }
 
     /// Parses one record value.

@@ -166,8 +166,7 @@ impl PartitionEngine {
 
     /// Processes one record value. Never fails: unusable records become dead letters in `out`.
     pub fn process(&mut self, payload: &[u8], out: &mut Outputs) {
-        let plan = self.plan.clone();
-        match plan.parser.parse(payload) {
+        match self.plan.parser.parse(payload) {
             Ok(reading) => self.ingest(reading, payload, out),
             Err(e) => {
                 self.stats.dead_letters[reason_index(e.reason)] += 1;

@@ -29,9 +29,9 @@ impl From<DeadlineQueue> for Vec<(i64, u32)> {
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct SilenceTracker {
-    /// Per sensor: event time of its newest reading seen by the rules, `i64::MIN` before the first.
-    last_seen: Vec<i64>,
-    silent: Vec<bool>,
+    /// Per sensor: event time of its newest reading seen by the rules (`i64::MIN` before the first), and whether
+    /// it is silent now. One vector, so a reading touches one cache line.
+    sensors: Vec<(i64, bool)>,
     /// (deadline, sensor): one entry per known, non-silent sensor, at or before its real deadline.
     queue: DeadlineQueue,
 }
@@ -45,15 +45,15 @@ impl SilenceTracker {
     /// ends a silence.
     pub(crate) fn on_reading(&mut self, sensor: u32, ts: i64, timeout_ms: i64) -> Option<i64> {
         let i = sensor as usize;
-        if i >= self.last_seen.len() {
-            self.last_seen.resize(i + 1, i64::MIN);
-            self.silent.resize(i + 1, false);
+        if i >= self.sensors.len() {
+            self.sensors.resize(i + 1, (i64::MIN, false));
         }
-        let previous = self.last_seen[i];
-        self.last_seen[i] = previous.max(ts);
-        let returning = std::mem::take(&mut self.silent[i]);
+        let (previous, silent) = self.sensors[i];
+        let last = previous.max(ts);
+        self.sensors[i] = (last, false);
+        let returning = silent;
         if previous == i64::MIN || returning {
-            let deadline = self.last_seen[i].saturating_add(timeout_ms);
+            let deadline = last.saturating_add(timeout_ms);
             self.heap().push(Reverse((deadline, sensor)));
         }
         returning.then_some(previous)
@@ -69,19 +69,19 @@ impl SilenceTracker {
                 return None;
             }
             self.heap().pop();
-            let last_seen = self.last_seen[sensor as usize];
+            let last_seen = self.sensors[sensor as usize].0;
             let deadline = last_seen.saturating_add(timeout_ms);
             if deadline > queued {
                 self.heap().push(Reverse((deadline, sensor)));
                 continue;
             }
-            self.silent[sensor as usize] = true;
+            self.sensors[sensor as usize].1 = true;
             return Some((deadline, sensor, last_seen));
         }
     }
 
     pub(crate) fn silent_count(&self) -> usize {
-        self.silent.iter().filter(|s| **s).count()
+        self.sensors.iter().filter(|(_, silent)| *silent).count()
     }
 }
 

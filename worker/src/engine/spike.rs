@@ -27,7 +27,9 @@ type Deque = SmallVec<[(i64, f64); 3]>;
 fn pop_front_older_than(d: &mut Deque, oldest: i64) {
     let stale = d.iter().take_while(|&&(t, _)| t < oldest).count();
     if stale > 0 {
-        d.drain(..stale);
+        let len = d.len();
+        d.copy_within(stale.., 0);
+        d.truncate(len - stale);
     }
 }
 
