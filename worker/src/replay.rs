@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::engine::{Outputs, Pipeline};
-use crate::reason::Reason;
 
 /// Names of the files `replay` writes into its output directory.
 pub const ANOMALIES_FILE: &str = "anomalies.jsonl";
@@ -138,9 +137,4 @@ fn count(summary: &mut ReplaySummary, out: &Outputs) {
     for d in &out.dead_letters {
         *summary.dead_letters_by_reason.entry(d.reason.as_str().to_owned()).or_default() += 1;
     }
-}
-
-/// Every reason code, for summaries that list zeros too.
-pub fn all_reasons() -> impl Iterator<Item = Reason> {
-    Reason::ALL.into_iter()
 }
