@@ -13,6 +13,7 @@ mod intern;
 mod plan;
 mod reading;
 mod reorder;
+mod sensor;
 mod silence;
 mod snapshot;
 mod spike;
@@ -30,9 +31,8 @@ use plan::{GroupBy, Plan};
 use reading::{GROUP_SLOTS, Reading};
 use reorder::ReorderBuffer;
 use serde::{Deserialize, Serialize};
-use silence::SilenceTracker;
-use spike::SpikeState;
-use threshold::ThresholdState;
+use sensor::SensorState;
+use silence::SilenceQueue;
 use window::{Closed, WindowState};
 
 use crate::model::{Function, MAX_METRICS, PipelineDefinition, Severity, ValidationErrors, validate};
@@ -119,15 +119,11 @@ struct State {
     max_ts: i64,
     watermark: i64,
     sensors: Interner,
-    /// Per sensor: xxh3 of its name (canonical tie-break) and its latest zone (for silence anomalies).
-    sensor_meta: Vec<(u64, u32)>,
+    /// Indexed by interned sensor id.
+    sensor_state: Vec<SensorState>,
     groups: Interner,
     reorder: ReorderBuffer,
-    /// [sensor * rules + rule]: one sensor's rule states sit together, one cache line for a reading.
-    thresholds: Vec<ThresholdState>,
-    /// [sensor * rules + rule]
-    spikes: Vec<SpikeState>,
-    silence: SilenceTracker,
+    silence: SilenceQueue,
     /// [aggregation]
     windows: Vec<WindowState>,
 }
@@ -138,12 +134,10 @@ impl State {
             max_ts: i64::MIN,
             watermark: i64::MIN,
             sensors: Interner::default(),
-            sensor_meta: Vec::new(),
+            sensor_state: Vec::new(),
             groups: Interner::default(),
             reorder: ReorderBuffer::default(),
-            thresholds: Vec::new(),
-            spikes: Vec::new(),
-            silence: SilenceTracker::default(),
+            silence: SilenceQueue::default(),
             windows: vec![WindowState::default(); plan.aggregations.len()],
         }
     }
@@ -211,7 +205,7 @@ impl PartitionEngine {
         EngineStats {
             buffered: self.state.reorder.len(),
             sensors: self.state.sensors.len(),
-            silent_sensors: self.state.silence.silent_count(),
+            silent_sensors: self.state.sensor_state.iter().filter(|s| s.silent).count(),
             open_windows: self.state.windows.iter().map(WindowState::open_windows).sum(),
             open_window_groups: self.state.windows.iter().map(WindowState::open_groups).sum(),
             ..self.stats.clone()
@@ -236,9 +230,8 @@ impl PartitionEngine {
 
         let (sensor, new) = st.sensors.intern(&r.sensor);
         if new {
-            st.sensor_meta.push((xxhash_rust::xxh3::xxh3_64(r.sensor.as_bytes()), NONE));
-            st.thresholds.resize(st.thresholds.len() + plan.thresholds.len(), ThresholdState::default());
-            st.spikes.resize(st.spikes.len() + plan.spikes.len(), SpikeState::default());
+            let hash = xxhash_rust::xxh3::xxh3_64(r.sensor.as_bytes());
+            st.sensor_state.push(SensorState::new(hash, plan.thresholds.len(), plan.spikes.len()));
         }
         let mut groups = [NONE; GROUP_SLOTS];
         let zone = r
@@ -267,7 +260,7 @@ impl PartitionEngine {
             self.stats.late_for_rules += 1;
             add_to_windows(plan, &mut st.windows, &reading);
         } else {
-            st.reorder.push(st.sensor_meta[sensor as usize].0, reading);
+            st.reorder.push(st.sensor_state[sensor as usize].hash, reading);
         }
         if r.ts_ms > st.max_ts {
             st.max_ts = r.ts_ms;
@@ -289,25 +282,28 @@ impl PartitionEngine {
             st.reorder.release(watermark, &mut released, |a, b| canonical_cmp(sensors, groups, a, b));
         }
         for (_, reading) in &released {
-            self.fire_silences(&plan, reading.ts, false, out);
+            self.fire_silences(&plan, reading.ts, out);
             self.apply_rules(&plan, reading, out);
             add_to_windows(&plan, &mut self.state.windows, reading);
         }
         self.released = released;
-        self.fire_silences(&plan, watermark, false, out);
+        self.fire_silences(&plan, watermark, out);
         self.close_windows(watermark.saturating_sub(plan.lateness_ms), out);
     }
 
-    fn fire_silences(&mut self, plan: &Plan, until: i64, inclusive: bool, out: &mut Outputs) {
+    /// Fires every silence deadline strictly before `before`: a reading at the deadline itself keeps a sensor alive.
+    fn fire_silences(&mut self, plan: &Plan, before: i64, out: &mut Outputs) {
         let Some(rule) = &plan.silence else { return };
-        while let Some((deadline, sensor, last_seen)) = self.state.silence.pop_due(until, inclusive, rule.timeout_ms) {
+        while let Some((deadline, sensor, last_seen)) =
+            self.state.silence.pop_due(before, rule.timeout_ms, &mut self.state.sensor_state)
+        {
             let mut a = self.anomaly(
                 &rule.name,
                 AnomalyKind::Silence,
                 AnomalyState::Firing,
                 rule.severity,
                 sensor,
-                self.state.sensor_meta[sensor as usize].1,
+                self.state.sensor_state[sensor as usize].zone,
                 deadline,
             );
             a.limit = rule.timeout_ms as f64 / 1000.0;
@@ -319,10 +315,11 @@ impl PartitionEngine {
     fn apply_rules(&mut self, plan: &Plan, r: &Reading, out: &mut Outputs) {
         let s = r.sensor as usize;
         if r.groups[0] != NONE {
-            self.state.sensor_meta[s].1 = r.groups[0];
+            self.state.sensor_state[s].zone = r.groups[0];
         }
         if let Some(rule) = &plan.silence
-            && let Some(last_seen) = self.state.silence.on_reading(r.sensor, r.ts, rule.timeout_ms)
+            && let Some(last_seen) =
+                self.state.silence.on_reading(&mut self.state.sensor_state[s], r.sensor, r.ts, rule.timeout_ms)
         {
             let mut a = self.anomaly(
                 &rule.name,
@@ -341,7 +338,7 @@ impl PartitionEngine {
             let Some(v) = r.value(rule.metric) else {
                 continue;
             };
-            if let Some(state) = self.state.thresholds[s * plan.thresholds.len() + i].observe(rule, r.ts, v) {
+            if let Some(state) = self.state.sensor_state[s].thresholds[i].observe(rule, r.ts, v) {
                 let mut a =
                     self.anomaly(&rule.name, AnomalyKind::Threshold, state, rule.severity, r.sensor, r.groups[0], r.ts);
                 a.metric = Some(plan.metric_names[rule.metric].clone());
@@ -354,7 +351,7 @@ impl PartitionEngine {
             let Some(v) = r.value(rule.metric) else {
                 continue;
             };
-            if let Some((state, baseline)) = self.state.spikes[s * plan.spikes.len() + i].observe(rule, r.ts, v) {
+            if let Some((state, baseline)) = self.state.sensor_state[s].spikes[i].observe(rule, r.ts, v) {
                 let mut a =
                     self.anomaly(&rule.name, AnomalyKind::Spike, state, rule.severity, r.sensor, r.groups[0], r.ts);
                 a.metric = Some(plan.metric_names[rule.metric].clone());
