@@ -44,7 +44,12 @@ impl SilenceQueue {
 
     /// Pops the earliest deadline due strictly before `before` and marks its sensor silent.
     /// Returns (deadline, sensor, last seen).
-    pub(crate) fn pop_due(&mut self, before: i64, timeout_ms: i64, sensors: &mut [SensorState]) -> Option<(i64, u32, i64)> {
+    pub(crate) fn pop_due(
+        &mut self,
+        before: i64,
+        timeout_ms: i64,
+        sensors: &mut [SensorState],
+    ) -> Option<(i64, u32, i64)> {
         loop {
             let &Reverse((queued, sensor)) = self.0.peek()?;
             if queued >= before {

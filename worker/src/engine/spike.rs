@@ -37,6 +37,11 @@ fn pop_front_older_than(d: &mut Deque, oldest: i64) {
 pub(crate) type SpikeTransition = (AnomalyState, Option<(i64, f64)>);
 
 impl SpikeState {
+    /// Entries held; reading it also brings the state into cache (see `touch_sensor_states`).
+    pub(crate) fn len_hint(&self) -> usize {
+        self.lows.len() + self.highs.len()
+    }
+
     pub(crate) fn observe(&mut self, plan: &SpikePlan, ts: i64, value: f64) -> Option<SpikeTransition> {
         let oldest = ts.saturating_sub(plan.within_ms);
         pop_front_older_than(&mut self.lows, oldest);
