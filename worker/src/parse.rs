@@ -142,11 +142,67 @@ impl<'de> DeserializeSeed<'de> for RawSeed {
     }
 }
 
+/// A metric's JSON value, classified as it is read (no intermediate copy of the value).
+#[derive(Clone, Copy)]
+enum Metric {
+    Number(f64),
+    Null,
+    /// A string such as "NaN" or "Infinity".
+    NonFiniteWord,
+    Wrong(&'static str),
+}
+
+struct MetricSeed;
+
+impl<'de> DeserializeSeed<'de> for MetricSeed {
+    type Value = Metric;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Metric, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MetricSeed {
+    type Value = Metric;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number")
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Metric, E> {
+        Ok(if v.is_finite() { Metric::Number(v) } else { Metric::NonFiniteWord })
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Metric, E> {
+        Ok(Metric::Number(v as f64))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Metric, E> {
+        Ok(Metric::Number(v as f64))
+    }
+    fn visit_unit<E>(self) -> Result<Metric, E> {
+        Ok(Metric::Null)
+    }
+    fn visit_none<E>(self) -> Result<Metric, E> {
+        Ok(Metric::Null)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Metric, E> {
+        Ok(Metric::Wrong("a boolean"))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Metric, E> {
+        Ok(if is_non_finite_word(v) { Metric::NonFiniteWord } else { Metric::Wrong("a string") })
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Metric, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Metric::Wrong("an array"))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Metric, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Metric::Wrong("an object"))
+    }
+}
+
 /// The configured fields of one record, raw.
 struct Collected<'a> {
     sensor: Option<Raw<'a>>,
     timestamp: Option<Raw<'a>>,
-    metrics: [Option<Raw<'a>>; MAX_METRICS],
+    metrics: [Option<Metric>; MAX_METRICS],
     zone: Option<Raw<'a>>,
     labels: [Option<Raw<'a>>; MAX_LABELS],
 }
@@ -219,14 +275,15 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
+                Some(Slot::Metric(i)) => c.metrics[i] = Some(map.next_value_seed(MetricSeed)?),
                 Some(slot) => {
                     let raw = map.next_value_seed(RawSeed)?;
                     let target = match slot {
                         Slot::Sensor => &mut c.sensor,
                         Slot::Timestamp => &mut c.timestamp,
-                        Slot::Metric(i) => &mut c.metrics[i],
                         Slot::Zone => &mut c.zone,
                         Slot::Label(i) => &mut c.labels[i],
+                        Slot::Metric(_) => continue,
                     };
                     *target = Some(raw);
                 }
@@ -339,29 +396,16 @@ impl ReadingParser {
         }
 
         let mut values = [None; MAX_METRICS];
-        for (i, raw) in metrics.into_iter().enumerate() {
-            values[i] = match raw {
-                None | Some(Raw::Null) => None,
-                Some(Raw::Float(f)) if f.is_finite() => Some(f),
-                Some(Raw::Float(_)) => {
-                    return Err(ParseError::new(
-                        Reason::NonFinite,
-                        format!("metric {:?} is not finite", self.metric_names[i]),
-                    ));
+        for (i, metric) in metrics.into_iter().enumerate() {
+            let name = self.metric_names.get(i).map_or("", String::as_str);
+            values[i] = match metric {
+                None | Some(Metric::Null) => None,
+                Some(Metric::Number(v)) => Some(v),
+                Some(Metric::NonFiniteWord) => {
+                    return Err(ParseError::new(Reason::NonFinite, format!("metric {name:?} is not a finite number")));
                 }
-                Some(Raw::Int(n)) => Some(n as f64),
-                Some(Raw::UInt(n)) => Some(n as f64),
-                Some(Raw::Str(s)) if is_non_finite_word(&s) => {
-                    return Err(ParseError::new(
-                        Reason::NonFinite,
-                        format!("metric {:?} is {s:?}", self.metric_names[i]),
-                    ));
-                }
-                Some(other) => {
-                    return Err(ParseError::new(
-                        Reason::WrongType,
-                        format!("metric {:?} is {}, expected a number", self.metric_names[i], other.type_name()),
-                    ));
+                Some(Metric::Wrong(what)) => {
+                    return Err(ParseError::new(Reason::WrongType, format!("metric {name:?} is {what}, expected a number")));
                 }
             };
         }
