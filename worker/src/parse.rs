@@ -405,7 +405,10 @@ impl ReadingParser {
                     return Err(ParseError::new(Reason::NonFinite, format!("metric {name:?} is not a finite number")));
                 }
                 Some(Metric::Wrong(what)) => {
-                    return Err(ParseError::new(Reason::WrongType, format!("metric {name:?} is {what}, expected a number")));
+                    return Err(ParseError::new(
+                        Reason::WrongType,
+                        format!("metric {name:?} is {what}, expected a number"),
+                    ));
                 }
             };
         }
