@@ -98,7 +98,7 @@ struct SimulateArgs {
     /// Fraction of records delivered out of order, within --max-delay.
     #[arg(long, default_value_t = 0.05)]
     out_of_order: f64,
-    /// Largest delay of an out-of-order record; below the pipeline's maxOutOfOrderness.
+    /// Largest delay of an out-of-order record; at most the pipeline's maxOutOfOrderness.
     #[arg(long, default_value = "5s")]
     max_delay: Duration,
     /// Fraction of records delivered too late for the pipeline (dead letter `late`).

@@ -36,7 +36,7 @@ pub struct SimConfig {
     pub drifts: usize,
     pub stuck: usize,
     pub silences: usize,
-    /// Fraction of records delivered late but within `max_delay_ms` (less than the pipeline's out-of-orderness).
+    /// Fraction of records delivered late but within `max_delay_ms` (at most the pipeline's out-of-orderness).
     pub out_of_order: f64,
     pub max_delay_ms: i64,
     /// Fraction of records delivered after the pipeline's out-of-orderness plus allowed lateness.
