@@ -450,7 +450,7 @@ fn touch_sensor_states(states: &[SensorState], released: &[(u64, Reading)]) {
     let mut acc = 0i64;
     for (_, r) in released {
         if let Some(s) = states.get(r.sensor as usize) {
-            acc ^= s.last_seen ^ s.spikes.first().map_or(0, SpikeState::len_hint) as i64;
+            acc ^= s.last_seen ^ s.spikes.iter().map(SpikeState::touch).fold(0, |a, b| a ^ b);
         }
     }
     std::hint::black_box(acc);

@@ -37,9 +37,10 @@ fn pop_front_older_than(d: &mut Deque, oldest: i64) {
 pub(crate) type SpikeTransition = (AnomalyState, Option<(i64, f64)>);
 
 impl SpikeState {
-    /// Entries held; reading it also brings the state into cache (see `touch_sensor_states`).
-    pub(crate) fn len_hint(&self) -> usize {
-        self.lows.len() + self.highs.len()
+    /// Reads the oldest entry of each deque: brings the state, and a spilled deque's heap buffer, into cache
+    /// ahead of [`Self::observe`] (see `touch_sensor_states`).
+    pub(crate) fn touch(&self) -> i64 {
+        self.lows.first().map_or(0, |e| e.0) ^ self.highs.first().map_or(0, |e| e.0)
     }
 
     pub(crate) fn observe(&mut self, plan: &SpikePlan, ts: i64, value: f64) -> Option<SpikeTransition> {
