@@ -10,10 +10,11 @@ use super::{PipelineDefinition, ValidationErrors, validate};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("{path}: not a pipeline definition: {source}")]
-    Yaml { path: String, source: serde_yaml::Error },
+    // The underlying error is part of the message (not a `source`), so a `{:#}` chain does not repeat it.
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
+    #[error("{path}: not a pipeline definition: {error}")]
+    Yaml { path: String, error: serde_yaml::Error },
     #[error("{path}: kind is {kind:?}, expected SensorPipeline")]
     WrongKind { path: String, kind: String },
     #[error("{path}: invalid pipeline:\n{errors}")]
@@ -31,18 +32,18 @@ pub fn load_pipeline(yaml: &str, origin: &str) -> Result<PipelineDefinition, Loa
     let path = origin.to_owned();
     // Peek at `kind` first so errors in a manifest point into `spec` with correct line numbers.
     let probe: serde_yaml::Value =
-        serde_yaml::from_str(yaml).map_err(|source| LoadError::Yaml { path: path.clone(), source })?;
+        serde_yaml::from_str(yaml).map_err(|error| LoadError::Yaml { path: path.clone(), error })?;
     let definition = if let Some(kind) = probe.get("kind") {
         let kind = kind.as_str().unwrap_or_default();
         if kind != "SensorPipeline" {
             return Err(LoadError::WrongKind { path, kind: kind.to_owned() });
         }
         let manifest: Manifest =
-            serde_yaml::from_str(yaml).map_err(|source| LoadError::Yaml { path: path.clone(), source })?;
+            serde_yaml::from_str(yaml).map_err(|error| LoadError::Yaml { path: path.clone(), error })?;
         debug_assert_eq!(manifest.kind, "SensorPipeline");
         manifest.spec
     } else {
-        serde_yaml::from_str(yaml).map_err(|source| LoadError::Yaml { path: path.clone(), source })?
+        serde_yaml::from_str(yaml).map_err(|error| LoadError::Yaml { path: path.clone(), error })?
     };
     validate(&definition).map_err(|errors| LoadError::Invalid { path, errors })?;
     Ok(definition)
@@ -51,7 +52,7 @@ pub fn load_pipeline(yaml: &str, origin: &str) -> Result<PipelineDefinition, Loa
 /// [`load_pipeline`] from a file.
 pub fn load_pipeline_file(path: &Path) -> Result<PipelineDefinition, LoadError> {
     let shown = path.display().to_string();
-    let yaml = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: shown.clone(), source })?;
+    let yaml = std::fs::read_to_string(path).map_err(|error| LoadError::Read { path: shown.clone(), error })?;
     load_pipeline(&yaml, &shown)
 }
 
