@@ -111,14 +111,14 @@ fn measure(name: &str, pipeline: &Pipeline, records: &[Vec<u8>], rounds: usize) 
         emitted = 0;
         for r in records {
             e.process(black_box(r), &mut out);
-            if out.aggregates.len() + out.anomalies.len() + out.dead_letters.len() > 1024 {
-                emitted += out.aggregates.len() + out.anomalies.len() + out.dead_letters.len();
+            if out.len() > 1024 {
+                emitted += out.len();
                 out.clear();
             }
         }
         e.flush(&mut out);
         let engine_rate = rate(records.len(), start);
-        emitted += out.aggregates.len() + out.anomalies.len() + out.dead_letters.len();
+        emitted += out.len();
         assert_eq!(out.dead_letters.len(), 0);
         parse.push(parse_rate);
         engine.push(engine_rate);

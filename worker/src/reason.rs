@@ -24,6 +24,7 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in declaration order, so `reason as usize` indexes arrays laid out like this one.
     pub const ALL: [Reason; 6] = [
         Self::MalformedJson,
         Self::MissingField,
@@ -48,5 +49,17 @@ impl Reason {
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_is_in_declaration_order() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r}");
+        }
     }
 }

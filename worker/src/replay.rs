@@ -112,7 +112,7 @@ pub fn replay(pipeline: &Pipeline, mut input: impl BufRead, sink: &mut impl Repl
         for d in &mut out.dead_letters[before..] {
             d.source = Some(format!("line {line_no}"));
         }
-        if out.anomalies.len() + out.aggregates.len() + out.dead_letters.len() >= 4096 {
+        if out.len() >= 4096 {
             count(&mut summary, &out);
             sink.write(&out)?;
             out.clear();

@@ -85,15 +85,13 @@ impl Outputs {
         self.dead_letters.clear();
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.anomalies.is_empty() && self.aggregates.is_empty() && self.dead_letters.is_empty()
+    /// Records held, of all three kinds.
+    pub fn len(&self) -> usize {
+        self.anomalies.len() + self.aggregates.len() + self.dead_letters.len()
     }
 
-    /// Appends `other`, leaving it empty.
-    pub fn append(&mut self, other: &mut Outputs) {
-        self.anomalies.append(&mut other.anomalies);
-        self.aggregates.append(&mut other.aggregates);
-        self.dead_letters.append(&mut other.dead_letters);
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -104,7 +102,7 @@ pub struct EngineStats {
     pub readings: u64,
     /// Readings behind the watermark but within the allowed lateness: aggregated, not seen by detection rules.
     pub late_for_rules: u64,
-    /// Dead letters per reason, indexed like [`Reason::ALL`].
+    /// Dead letters per reason, indexed by `reason as usize` (the order of [`Reason::ALL`]).
     pub dead_letters: [u64; Reason::ALL.len()],
     /// Readings waiting in the reorder buffer.
     pub buffered: usize,
@@ -164,7 +162,7 @@ impl PartitionEngine {
         match self.plan.parser.parse(payload) {
             Ok(reading) => self.ingest(reading, payload, out),
             Err(e) => {
-                self.stats.dead_letters[reason_index(e.reason)] += 1;
+                self.stats.dead_letters[e.reason as usize] += 1;
                 out.dead_letters.push(DeadLetter::new(e.reason, e.detail, payload));
             }
         }
@@ -218,7 +216,7 @@ impl PartitionEngine {
         let st = &mut self.state;
         let frontier = st.watermark.saturating_sub(plan.lateness_ms);
         if r.ts_ms < frontier {
-            self.stats.dead_letters[reason_index(Reason::Late)] += 1;
+            self.stats.dead_letters[Reason::Late as usize] += 1;
             let detail = format!(
                 "event time {} is before the partition watermark {} minus the allowed lateness",
                 crate::records::rfc3339_ms::format(r.ts_ms),
@@ -232,17 +230,14 @@ impl PartitionEngine {
         let (sensor, new) = st.sensors.intern(&r.sensor);
         if new {
             let hash = xxhash_rust::xxh3::xxh3_64(r.sensor.as_bytes());
-            st.sensor_state.push(SensorState::new(hash, plan.thresholds.len(), plan.spikes.len()));
+            let mapped_zone = plan.sensor_zones.get(&*r.sensor).map_or(NONE, |z| st.groups.intern(z).0);
+            st.sensor_state.push(SensorState::new(hash, mapped_zone, plan.thresholds.len(), plan.spikes.len()));
         }
         let mut groups = [NONE; GROUP_SLOTS];
-        let zone = r
-            .zone
-            .as_deref()
-            .filter(|z| !z.is_empty())
-            .or_else(|| plan.sensor_zones.get(&*r.sensor).map(String::as_str));
-        if let Some(zone) = zone {
-            groups[0] = st.groups.intern(zone).0;
-        }
+        groups[0] = match r.zone.as_deref().filter(|z| !z.is_empty()) {
+            Some(zone) => st.groups.intern(zone).0,
+            None => st.sensor_state[sensor as usize].mapped_zone,
+        };
         for (slot, label) in groups[1..].iter_mut().zip(&r.labels) {
             if let Some(label) = label.as_deref().filter(|l| !l.is_empty()) {
                 *slot = st.groups.intern(label).0;
@@ -486,8 +481,4 @@ fn canonical_cmp(sensors: &Interner, groups: &Interner, a: &(u64, Reading), b: &
                 .find(|o| o.is_ne())
                 .unwrap_or(Ordering::Equal)
         })
-}
-
-fn reason_index(reason: Reason) -> usize {
-    Reason::ALL.iter().position(|r| *r == reason).unwrap_or(0)
 }

@@ -15,6 +15,8 @@ pub(crate) struct SensorState {
     pub(crate) hash: u64,
     /// The latest zone seen (for silence anomalies), or NONE.
     pub(crate) zone: u32,
+    /// The zone `input.fields.sensorZones` gives this sensor, or NONE; looked up once, when the sensor is first seen.
+    pub(crate) mapped_zone: u32,
     /// Silent right now (a silence episode is open).
     pub(crate) silent: bool,
     /// Event time of the newest reading the rules saw, `i64::MIN` before the first.
@@ -26,10 +28,11 @@ pub(crate) struct SensorState {
 }
 
 impl SensorState {
-    pub(crate) fn new(hash: u64, thresholds: usize, spikes: usize) -> Self {
+    pub(crate) fn new(hash: u64, mapped_zone: u32, thresholds: usize, spikes: usize) -> Self {
         Self {
             hash,
             zone: NONE,
+            mapped_zone,
             silent: false,
             last_seen: i64::MIN,
             thresholds: SmallVec::from_elem(ThresholdState::default(), thresholds),

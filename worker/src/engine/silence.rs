@@ -71,9 +71,10 @@ impl SilenceQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::intern::NONE;
 
     fn sensors(n: usize) -> Vec<SensorState> {
-        (0..n).map(|i| SensorState::new(i as u64, 0, 0)).collect()
+        (0..n).map(|i| SensorState::new(i as u64, NONE, 0, 0)).collect()
     }
 
     #[test]
