@@ -63,6 +63,8 @@ pub struct ReadingParser {
     unit: TimestampUnit,
     sensor_field: String,
     timestamp_field: String,
+    zone_field: String,
+    label_fields: Vec<String>,
 }
 
 /// A JSON value, kept only as far as classifying it needs.
@@ -328,6 +330,8 @@ impl ReadingParser {
             unit: fields.timestamp_unit,
             sensor_field: fields.sensor_id.clone(),
             timestamp_field: fields.timestamp.clone(),
+            zone_field: fields.zone.clone().unwrap_or_default(),
+            label_fields: fields.labels.clone(),
         }
     }
 
@@ -351,32 +355,20 @@ impl ReadingParser {
         };
         let Collected { sensor, timestamp, metrics, zone, labels } = c;
 
-        let sensor = match sensor {
-            None | Some(Raw::Null) => {
+        let sensor = match text_field(sensor, &self.sensor_field)? {
+            None => {
                 return Err(ParseError::new(
                     Reason::MissingField,
                     format!("no sensor id field {:?}", self.sensor_field),
                 ));
             }
-            Some(Raw::Str(s)) if s.is_empty() => {
+            Some(s) if s.is_empty() => {
                 return Err(ParseError::new(
                     Reason::MissingField,
                     format!("sensor id field {:?} is empty", self.sensor_field),
                 ));
             }
-            Some(Raw::Str(s)) => s,
-            Some(Raw::Int(i)) => Cow::Owned(i.to_string()),
-            Some(Raw::UInt(u)) => Cow::Owned(u.to_string()),
-            Some(other) => {
-                return Err(ParseError::new(
-                    Reason::WrongType,
-                    format!(
-                        "sensor id field {:?} is {}, expected a string or an integer",
-                        self.sensor_field,
-                        other.type_name()
-                    ),
-                ));
-            }
+            Some(s) => s,
         };
 
         let ts_ms = match timestamp {
@@ -419,10 +411,10 @@ impl ReadingParser {
             ));
         }
 
-        let zone = text_field(zone, "zone")?;
+        let zone = text_field(zone, &self.zone_field)?;
         let mut out_labels: [Option<Cow<'a, str>>; MAX_LABELS] = Default::default();
-        for (i, raw) in labels.into_iter().enumerate() {
-            out_labels[i] = text_field(raw, "label")?;
+        for ((out, raw), field) in out_labels.iter_mut().zip(labels).zip(&self.label_fields) {
+            *out = text_field(raw, field)?;
         }
         Ok(ParsedReading { sensor, ts_ms, values, zone, labels: out_labels })
     }
@@ -464,7 +456,8 @@ fn float_ms(ms: f64) -> Option<i64> {
     (ms.is_finite() && ms.abs() < 4.6e18).then(|| ms.round() as i64)
 }
 
-fn text_field<'a>(raw: Option<Raw<'a>>, what: &str) -> Result<Option<Cow<'a, str>>, ParseError> {
+/// A field holding text: a string, or an integer written as one (sensor ids like 42 are common); null is absent.
+fn text_field<'a>(raw: Option<Raw<'a>>, field: &str) -> Result<Option<Cow<'a, str>>, ParseError> {
     match raw {
         None | Some(Raw::Null) => Ok(None),
         Some(Raw::Str(s)) => Ok(Some(s)),
@@ -472,7 +465,7 @@ fn text_field<'a>(raw: Option<Raw<'a>>, what: &str) -> Result<Option<Cow<'a, str
         Some(Raw::UInt(u)) => Ok(Some(Cow::Owned(u.to_string()))),
         Some(other) => Err(ParseError::new(
             Reason::WrongType,
-            format!("{what} is {}, expected a string or an integer", other.type_name()),
+            format!("field {field:?} is {}, expected a string or an integer", other.type_name()),
         )),
     }
 }
