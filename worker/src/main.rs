@@ -61,57 +61,57 @@ enum RecordKind {
 #[derive(clap::Args, Debug)]
 struct SimulateArgs {
     /// Number of sensors.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = d().sensors)]
     sensors: usize,
     /// Number of zones (floors) the sensors are spread over.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = d().zones)]
     zones: usize,
     /// Simulated time span.
-    #[arg(long, default_value = "24h")]
+    #[arg(long, default_value_t = ms(d().duration_ms))]
     duration: Duration,
     /// Time between two readings of one sensor (whole seconds).
-    #[arg(long, default_value = "10s")]
+    #[arg(long, default_value_t = ms(d().interval_ms))]
     interval: Duration,
     /// Start of the simulated time (RFC 3339).
-    #[arg(long, default_value = "2023-01-07T00:00:00Z")]
+    #[arg(long, default_value_t = default_start())]
     start: jiff::Timestamp,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = d().seed)]
     seed: u64,
     /// Overheating episodes (threshold anomalies).
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = d().overheats)]
     overheats: usize,
     /// Sudden rises (spike and threshold anomalies).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = d().spike_rises)]
     spike_rises: usize,
     /// Sudden falls (spike anomalies).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = d().spike_falls)]
     spike_falls: usize,
     /// Slow drifts by more than the spike delta, but slower than the spike span (no anomaly).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = d().drifts)]
     drifts: usize,
     /// Sensors stuck at one value for an hour (no anomaly).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = d().stuck)]
     stuck: usize,
     /// Sensors silent for 10-20 minutes (silence anomalies).
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = d().silences)]
     silences: usize,
     /// Fraction of records delivered out of order, within --max-delay.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = d().out_of_order)]
     out_of_order: f64,
     /// Largest delay of an out-of-order record; at most the pipeline's maxOutOfOrderness.
-    #[arg(long, default_value = "5s")]
+    #[arg(long, default_value_t = ms(d().max_delay_ms))]
     max_delay: Duration,
     /// Fraction of records delivered too late for the pipeline (dead letter `late`).
-    #[arg(long, default_value_t = 0.001)]
+    #[arg(long, default_value_t = d().late)]
     late: f64,
     /// Fraction of records replaced by malformed ones, one dead-letter reason after another.
-    #[arg(long, default_value_t = 0.001)]
+    #[arg(long, default_value_t = d().malformed)]
     malformed: f64,
     /// The pipeline's maxOutOfOrderness (places late records and computes the truth).
-    #[arg(long, default_value = "10s")]
+    #[arg(long, default_value_t = ms(d().out_of_orderness_ms))]
     out_of_orderness: Duration,
     /// The pipeline's allowedLateness.
-    #[arg(long, default_value = "30s")]
+    #[arg(long, default_value_t = ms(d().allowed_lateness_ms))]
     allowed_lateness: Duration,
     /// Output file; `-` writes standard output.
     #[arg(short, long, default_value = "-")]
@@ -165,6 +165,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The simulator's defaults, the single source of the CLI's.
+fn d() -> SimConfig {
+    SimConfig::default()
+}
+
+fn ms(v: i64) -> Duration {
+    Duration::from_millis(u64::try_from(v).unwrap_or_default())
+}
+
+fn default_start() -> jiff::Timestamp {
+    jiff::Timestamp::from_millisecond(d().start_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
 }
 
 fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
