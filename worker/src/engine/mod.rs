@@ -113,7 +113,7 @@ pub struct EngineStats {
 }
 
 /// Everything a partition remembers; exactly what a snapshot holds.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct State {
     max_ts: i64,
     watermark: i64,
