@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::engine::{Outputs, Pipeline};
+use crate::reason::Reason;
 
 /// Names of the files `replay` writes into its output directory.
 pub const ANOMALIES_FILE: &str = "anomalies.jsonl";
@@ -121,7 +122,15 @@ pub fn replay(pipeline: &Pipeline, mut input: impl BufRead, sink: &mut impl Repl
     engine.flush(&mut out);
     count(&mut summary, &out);
     sink.write(&out)?;
-    summary.late_for_rules = engine.stats().late_for_rules;
+    // The engine already counts dead letters by reason; the summary reports its counters.
+    let stats = engine.stats();
+    summary.late_for_rules = stats.late_for_rules;
+    summary.dead_letters_by_reason = Reason::ALL
+        .iter()
+        .zip(stats.dead_letters)
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| (r.as_str().to_owned(), n))
+        .collect();
     Ok(summary)
 }
 
@@ -134,7 +143,4 @@ fn count(summary: &mut ReplaySummary, out: &Outputs) {
     summary.anomalies += out.anomalies.len() as u64;
     summary.aggregates += out.aggregates.len() as u64;
     summary.dead_letters += out.dead_letters.len() as u64;
-    for d in &out.dead_letters {
-        *summary.dead_letters_by_reason.entry(d.reason.as_str().to_owned()).or_default() += 1;
-    }
 }
