@@ -6,6 +6,7 @@
 //! - [`records`]: the output records (anomalies, aggregates, dead letters).
 //! - [`replay`]: backtest a pipeline over a JSONL file.
 //! - [`simulate`]: synthetic smart-building sensors with a ground truth.
+//! - [`runtime`]: the engine in a Kafka consumer group (exactly-once or at-least-once), metrics, health.
 
 pub mod engine;
 pub mod model;
@@ -13,4 +14,5 @@ pub mod parse;
 pub mod reason;
 pub mod records;
 pub mod replay;
+pub mod runtime;
 pub mod simulate;

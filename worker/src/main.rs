@@ -3,6 +3,7 @@
 //! - `replay`: backtest a pipeline over a JSONL file or stdin.
 //! - `simulate`: synthetic smart-building sensor data with a ground-truth file.
 //! - `schema`: JSON Schemas of the output records.
+//! - `run`: the pipeline in a Kafka consumer group (what the operator deploys).
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
@@ -13,7 +14,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use sensorpipe_worker::engine::Pipeline;
 use sensorpipe_worker::model::{Duration, load_pipeline_file};
-use sensorpipe_worker::replay::{DirectorySink, replay};
+use sensorpipe_worker::replay::{DirectorySink, replay_with};
+use sensorpipe_worker::runtime::RunArgs;
+use sensorpipe_worker::runtime::produce::{ProduceTarget, TopicWriter};
 use sensorpipe_worker::simulate::{SimConfig, generate};
 
 #[derive(Parser, Debug)]
@@ -41,7 +44,14 @@ enum Command {
         /// Directory for anomalies.jsonl, aggregates.jsonl and dead_letters.jsonl.
         #[arg(short, long)]
         out_dir: PathBuf,
+        /// Leave open windows and buffered readings unemitted at the end, as a stream that has not ended would
+        /// (to compare with what `run` has emitted so far).
+        #[arg(long)]
+        no_flush: bool,
     },
+    /// Run the pipeline on a Kafka cluster: consume the input topic in a consumer group, produce anomalies,
+    /// aggregates and dead letters, serve /metrics, /healthz and /readyz. Stops cleanly on SIGTERM or SIGINT.
+    Run(Box<RunArgs>),
     /// Write simulated smart-building readings as JSONL, deterministic for a seed.
     Simulate(SimulateArgs),
     /// Print the JSON Schema of an output record.
@@ -119,6 +129,18 @@ struct SimulateArgs {
     /// Also write the ground truth (injected episodes, expected dead letters) as JSON here.
     #[arg(long)]
     truth: Option<PathBuf>,
+    /// Produce the records to this Kafka topic (keyed by sensor id) instead of writing JSONL.
+    #[arg(long, requires = "bootstrap_servers")]
+    topic: Option<String>,
+    /// Kafka bootstrap servers for --topic.
+    #[arg(long, env = "SENSORPIPE_BOOTSTRAP_SERVERS")]
+    bootstrap_servers: Option<String>,
+    /// Records per second to produce with --topic (default: as fast as the broker takes them).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// librdkafka property `key=value` for the --topic producer (repeatable).
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE")]
+    kafka_properties: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -133,7 +155,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Replay { pipeline, input, out_dir } => {
+        Command::Replay { pipeline, input, out_dir, no_flush } => {
             let def = load_pipeline_file(&pipeline)?;
             let pipeline = Pipeline::new(&def).map_err(|e| anyhow::anyhow!("invalid pipeline:\n{e}"))?;
             let reader: Box<dyn BufRead> = if input == "-" {
@@ -143,12 +165,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Box::new(BufReader::with_capacity(1 << 20, file))
             };
             let mut sink = DirectorySink::create(&out_dir)?;
-            let summary = replay(&pipeline, reader, &mut sink)?;
+            let summary = replay_with(&pipeline, reader, &mut sink, !no_flush)?;
             sink.finish()?;
             eprintln!("{}", serde_json::to_string_pretty(&summary)?);
             Ok(())
         }
         Command::Simulate(args) => simulate(args),
+        Command::Run(args) => sensorpipe_worker::runtime::run(&args),
         Command::Schema { record } => {
             let schema = match record {
                 RecordKind::Anomaly => schemars::schema_for!(sensorpipe_worker::records::Anomaly),
@@ -201,6 +224,30 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         out_of_orderness_ms: a.out_of_orderness.as_millis_i64(),
         allowed_lateness_ms: a.allowed_lateness.as_millis_i64(),
     };
+    if let Some(topic) = a.topic {
+        let mut kafka = std::collections::BTreeMap::new();
+        for entry in &a.kafka_properties {
+            let (k, v) = entry.split_once('=').with_context(|| format!("--kafka-property {entry:?} is not KEY=VALUE"))?;
+            kafka.insert(k.trim().to_owned(), v.trim().to_owned());
+        }
+        let target = ProduceTarget {
+            bootstrap_servers: a.bootstrap_servers.unwrap_or_default(),
+            topic: topic.clone(),
+            rate: a.rate,
+            kafka,
+        };
+        let mut writer = TopicWriter::new(&target)?;
+        let started = std::time::Instant::now();
+        let truth = generate(&cfg, |line| writer.write(line).map_err(io::Error::other))?;
+        let sent = writer.finish(std::time::Duration::from_secs(120))?;
+        if let Some(path) = a.truth {
+            let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+            serde_json::to_writer_pretty(BufWriter::new(file), &truth)?;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!("produced {sent} records to {topic} in {secs:.1} s ({:.0} records/s)", sent as f64 / secs.max(1e-9));
+        return Ok(());
+    }
     let mut out: Box<dyn Write> = if a.output == "-" {
         Box::new(BufWriter::with_capacity(1 << 20, io::stdout().lock()))
     } else {

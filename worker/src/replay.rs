@@ -90,8 +90,19 @@ impl ReplaySink for Outputs {
     }
 }
 
-/// Runs `pipeline` over `input` (JSONL; blank lines are skipped) into `sink`.
-pub fn replay(pipeline: &Pipeline, mut input: impl BufRead, sink: &mut impl ReplaySink) -> io::Result<ReplaySummary> {
+/// Runs `pipeline` over `input` (JSONL; blank lines are skipped) into `sink`, flushing at the end.
+pub fn replay(pipeline: &Pipeline, input: impl BufRead, sink: &mut impl ReplaySink) -> io::Result<ReplaySummary> {
+    replay_with(pipeline, input, sink, true)
+}
+
+/// [`replay`], with the end-of-input flush optional: without it, the outputs are what a stream that has seen
+/// this input (and no more) has emitted.
+pub fn replay_with(
+    pipeline: &Pipeline,
+    mut input: impl BufRead,
+    sink: &mut impl ReplaySink,
+    flush: bool,
+) -> io::Result<ReplaySummary> {
     let mut engine = pipeline.engine();
     let mut out = Outputs::default();
     let mut summary = ReplaySummary::default();
@@ -119,7 +130,9 @@ pub fn replay(pipeline: &Pipeline, mut input: impl BufRead, sink: &mut impl Repl
             out.clear();
         }
     }
-    engine.flush(&mut out);
+    if flush {
+        engine.flush(&mut out);
+    }
     count(&mut summary, &out);
     sink.write(&out)?;
     // The engine already counts dead letters by reason; the summary reports its counters.

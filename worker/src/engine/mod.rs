@@ -200,6 +200,11 @@ impl PartitionEngine {
         snapshot::encode(&self.state, self.plan.fingerprint)
     }
 
+    /// Readings so far that were behind the watermark but within the allowed lateness (cheap, unlike `stats`).
+    pub fn late_for_rules(&self) -> u64 {
+        self.stats.late_for_rules
+    }
+
     pub fn stats(&self) -> EngineStats {
         EngineStats {
             buffered: self.state.reorder.len(),

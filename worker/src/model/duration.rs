@@ -33,6 +33,12 @@ impl Duration {
     }
 }
 
+impl From<Duration> for std::time::Duration {
+    fn from(d: Duration) -> Self {
+        d.0
+    }
+}
+
 impl fmt::Display for Duration {
     /// Compact Go-style text in hours and smaller units, zero parts omitted: `48h`, `1h30m`, `500ms`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

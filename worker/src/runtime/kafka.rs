@@ -1,0 +1,181 @@
+//! librdkafka client settings and contexts shared by the runtime's clients.
+//!
+//! Order of settings: our defaults, then the user's properties, then what correctness depends on (these cannot be
+//! overridden: manual offsets, read_committed, idempotence, the transactional id).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::config::{Delivery, RuntimeConfig};
+use super::metrics::Metrics;
+
+fn with_user(mut c: ClientConfig, cfg: &RuntimeConfig) -> ClientConfig {
+    for (k, v) in &cfg.kafka {
+        c.set(k, v);
+    }
+    c
+}
+
+/// The group consumer of the input topic.
+pub(crate) fn group_consumer(cfg: &RuntimeConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.bootstrap_servers)
+        .set("client.id", format!("sensorpipe-{}", cfg.name))
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", "1000")
+        // librdkafka pauses fetching for a second once its queue is full by default; that caps throughput.
+        .set("fetch.queue.backoff.ms", "1")
+        .set("queued.max.messages.kbytes", "65536");
+    let mut c = with_user(c, cfg);
+    c.set("group.id", &cfg.group_id)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("isolation.level", "read_committed");
+    c
+}
+
+/// A consumer without a group for reading a partition range (state snapshots, replay of input).
+pub(crate) fn reader(cfg: &RuntimeConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.bootstrap_servers)
+        .set("client.id", format!("sensorpipe-{}-restore", cfg.name))
+        .set("fetch.queue.backoff.ms", "1");
+    let mut c = with_user(c, cfg);
+    c.set("group.id", format!("{}-restore", cfg.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed");
+    c
+}
+
+/// An output producer: transactional for one input partition (exactly-once), or idempotent with no delivery
+/// timeout (at-least-once: outputs are retried until the broker takes them, never dropped).
+pub(crate) fn producer(cfg: &RuntimeConfig, transactional_id: Option<&str>) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.bootstrap_servers)
+        .set("client.id", format!("sensorpipe-{}", cfg.name))
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("message.max.bytes", "1048576");
+    if cfg.delivery == Delivery::AtLeastOnce {
+        c.set("message.timeout.ms", "0");
+    }
+    let mut c = with_user(c, cfg);
+    c.set("enable.idempotence", "true");
+    if let Some(id) = transactional_id {
+        c.set("transactional.id", id);
+    }
+    c
+}
+
+/// Counts delivery outcomes of one producer.
+#[derive(Debug)]
+pub(crate) struct DeliveryContext {
+    pub metrics: Arc<Metrics>,
+}
+
+impl ClientContext for DeliveryContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.metrics.kafka_errors.with_label_values(&[error_kind(&error)]).inc();
+        tracing::warn!(error = %error, reason, "producer error");
+    }
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        use rdkafka::message::Message;
+        match result {
+            Ok(m) => self.metrics.records_produced.with_label_values(&[m.topic(), "delivered"]).inc(),
+            Err((e, m)) => {
+                self.metrics.records_produced.with_label_values(&[m.topic(), "failed"]).inc();
+                tracing::warn!(error = %e, topic = m.topic(), "output not delivered");
+            }
+        }
+    }
+}
+
+pub(crate) type OutputProducer = BaseProducer<DeliveryContext>;
+
+/// A bounded category of a client error, for metric labels.
+pub(crate) fn error_kind(e: &KafkaError) -> &'static str {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown) => "transport",
+        Some(RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::RequestTimedOut | RDKafkaErrorCode::OperationTimedOut) => {
+            "timeout"
+        }
+        Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch | RDKafkaErrorCode::Fenced) => {
+            "fenced"
+        }
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => "unknown_topic",
+        Some(
+            RDKafkaErrorCode::SaslAuthenticationFailed
+            | RDKafkaErrorCode::Authentication
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::GroupAuthorizationFailed
+            | RDKafkaErrorCode::TransactionalIdAuthorizationFailed,
+        ) => "auth",
+        Some(RDKafkaErrorCode::QueueFull) => "queue_full",
+        Some(_) => "other",
+        None => "client",
+    }
+}
+
+/// Sends a record, waiting while the producer queue is full: the backpressure that bounds memory when the broker
+/// or the outputs are slow.
+pub(crate) fn send(
+    producer: &OutputProducer,
+    topic: &str,
+    partition: Option<i32>,
+    key: Option<&[u8]>,
+    value: &[u8],
+    headers: Option<OwnedHeaders>,
+) -> KafkaResult<()> {
+    let mut record = BaseRecord::to(topic).payload(value);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    if let Some(p) = partition {
+        record = record.partition(p);
+    }
+    if let Some(h) = headers {
+        record = record.headers(h);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                producer.poll(Duration::from_millis(10));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// `key: value` headers.
+pub(crate) fn headers(pairs: &[(&str, &[u8])]) -> OwnedHeaders {
+    pairs.iter().fold(OwnedHeaders::new_with_capacity(pairs.len()), |h, (key, value)| {
+        h.insert(Header { key, value: Some(*value) })
+    })
+}
+
+/// Flushes a producer; `Ok(false)` when the timeout passed with records still unacknowledged.
+pub(crate) fn flush(producer: &OutputProducer, timeout: Duration) -> KafkaResult<bool> {
+    match producer.flush(timeout) {
+        Ok(()) => Ok(true),
+        Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}

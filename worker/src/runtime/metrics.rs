@@ -1,0 +1,282 @@
+//! The worker's Prometheus metrics (`sensorpipe_worker_*`), documented in docs/metrics.md.
+//!
+//! Labels are bounded: topic, partition, rule, severity, reason, aggregation, and zone/metric/function for the
+//! facility gauges, which are capped by `--zone-gauge-limit`. Never a sensor id or an error message.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::records::Aggregate;
+
+/// Every metric of one worker process.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub records_consumed: IntCounterVec,
+    pub records_produced: IntCounterVec,
+    pub ingest_to_emit: Histogram,
+    pub event_to_emit: HistogramVec,
+    pub lag_records: IntGaugeVec,
+    pub lag_seconds: GaugeVec,
+    pub watermark_delay: GaugeVec,
+    pub anomalies: IntCounterVec,
+    pub aggregates: IntCounterVec,
+    pub dead_letters: IntCounterVec,
+    pub late_records: IntCounterVec,
+    pub open_windows: IntGaugeVec,
+    pub buffered_readings: IntGaugeVec,
+    pub sensors: IntGaugeVec,
+    pub assigned_partitions: IntGauge,
+    pub rebalances: IntCounterVec,
+    pub transactions: IntCounterVec,
+    pub commit_duration: Histogram,
+    pub restores: IntCounterVec,
+    pub restore_duration: Histogram,
+    pub restore_replayed: IntCounter,
+    pub kafka_errors: IntCounterVec,
+    pub up: Gauge,
+    zone_aggregate: GaugeVec,
+    zone_gauges_dropped: IntCounter,
+    zone_series: Mutex<HashSet<[String; 4]>>,
+    zone_limit: usize,
+}
+
+/// Latency buckets from a millisecond to an hour: a healthy pipeline sits in the first few, a replay of history
+/// or a stalled one in the last.
+const LATENCY_BUCKETS: &[f64] =
+    &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help).namespace("sensorpipe").subsystem("worker")
+}
+
+fn hopts(name: &str, help: &str, buckets: &[f64]) -> HistogramOpts {
+    HistogramOpts::new(name, help).namespace("sensorpipe").subsystem("worker").buckets(buckets.to_vec())
+}
+
+impl Metrics {
+    /// `pipeline` becomes a constant label of every series.
+    pub fn new(pipeline: &str, zone_limit: usize) -> Result<Self, prometheus::Error> {
+        let labels = [("pipeline".to_owned(), pipeline.to_owned())].into_iter().collect();
+        let registry = Registry::new_custom(None, Some(labels))?;
+        let m = Self {
+            records_consumed: IntCounterVec::new(
+                opts("records_consumed_total", "Input records consumed, by outcome (reading, dead_letter)."),
+                &["topic", "outcome"],
+            )?,
+            records_produced: IntCounterVec::new(
+                opts("records_produced_total", "Output records acknowledged by the broker (delivered) or not (failed)."),
+                &["topic", "outcome"],
+            )?,
+            ingest_to_emit: Histogram::with_opts(hopts(
+                "ingest_to_emit_seconds",
+                "From the input record's Kafka timestamp to the output it caused being handed to the producer.",
+                LATENCY_BUCKETS,
+            ))?,
+            event_to_emit: HistogramVec::new(
+                hopts(
+                    "event_to_emit_seconds",
+                    "From event time (anomaly time, window end) to the output being handed to the producer.",
+                    LATENCY_BUCKETS,
+                ),
+                &["kind"],
+            )?,
+            lag_records: IntGaugeVec::new(
+                opts("consumer_lag_records", "Records in the partition not yet processed (high watermark - position)."),
+                &["topic", "partition"],
+            )?,
+            lag_seconds: GaugeVec::new(
+                opts(
+                    "consumer_lag_seconds",
+                    "Age of the oldest unprocessed record: now - Kafka timestamp of the last processed record while \
+                     the partition has lag, else 0.",
+                ),
+                &["topic", "partition"],
+            )?,
+            watermark_delay: GaugeVec::new(
+                opts("watermark_delay_seconds", "Wall clock minus the partition's event-time watermark."),
+                &["partition"],
+            )?,
+            anomalies: IntCounterVec::new(
+                opts("anomalies_total", "Anomaly records emitted, by rule, severity and state (firing, resolved)."),
+                &["rule", "severity", "state"],
+            )?,
+            aggregates: IntCounterVec::new(
+                opts("aggregates_total", "Window aggregates emitted, by aggregation."),
+                &["aggregation"],
+            )?,
+            dead_letters: IntCounterVec::new(
+                opts("dead_letters_total", "Input records sent to the dead-letter topic, by reason."),
+                &["reason"],
+            )?,
+            late_records: IntCounterVec::new(
+                opts(
+                    "late_records_total",
+                    "Readings behind the watermark: within_allowed_lateness (windows only) or beyond (dead letter).",
+                ),
+                &["reason"],
+            )?,
+            open_windows: IntGaugeVec::new(opts("open_windows", "Windows open in the engine state."), &["partition"])?,
+            buffered_readings: IntGaugeVec::new(
+                opts("buffered_readings", "Readings waiting in the reorder buffer for the watermark."),
+                &["partition"],
+            )?,
+            sensors: IntGaugeVec::new(opts("sensors", "Sensors known to the engine state."), &["partition"])?,
+            assigned_partitions: IntGauge::with_opts(opts("assigned_partitions", "Input partitions owned now."))?,
+            rebalances: IntCounterVec::new(
+                opts("rebalances_total", "Consumer group rebalance events, by kind (assign, revoke, lost)."),
+                &["kind"],
+            )?,
+            transactions: IntCounterVec::new(
+                opts("transactions_total", "Kafka transactions (exactlyOnce) or offset commits (atLeastOnce), by outcome."),
+                &["outcome"],
+            )?,
+            commit_duration: Histogram::with_opts(hopts(
+                "commit_duration_seconds",
+                "Time to commit one batch (transaction commit, or flush + offset commit).",
+                LATENCY_BUCKETS,
+            ))?,
+            restores: IntCounterVec::new(
+                opts("restores_total", "Partition state restores, by source (snapshot, empty, incompatible)."),
+                &["source"],
+            )?,
+            restore_duration: Histogram::with_opts(hopts(
+                "restore_duration_seconds",
+                "Time to rebuild one partition's state.",
+                LATENCY_BUCKETS,
+            ))?,
+            restore_replayed: IntCounter::with_opts(opts(
+                "restore_replayed_records_total",
+                "Input records re-read to rebuild state after a snapshot (outputs suppressed).",
+            ))?,
+            kafka_errors: IntCounterVec::new(
+                opts("kafka_errors_total", "Errors reported by the Kafka client, by category."),
+                &["kind"],
+            )?,
+            up: Gauge::with_opts(opts("ready", "1 when the worker is assigned and restored (what /readyz says)."))?,
+            zone_aggregate: GaugeVec::new(
+                opts("zone_aggregate", "Latest closed window value per zone (or other group) of an aggregation."),
+                &["aggregation", "zone", "metric", "function"],
+            )?,
+            zone_gauges_dropped: IntCounter::with_opts(opts(
+                "zone_gauges_dropped_total",
+                "Aggregate values not exported as gauges because --zone-gauge-limit series exist.",
+            ))?,
+            zone_series: Mutex::new(HashSet::new()),
+            zone_limit,
+            registry,
+        };
+        m.register()?;
+        Ok(m)
+    }
+
+    fn register(&self) -> Result<(), prometheus::Error> {
+        let r = &self.registry;
+        r.register(Box::new(self.records_consumed.clone()))?;
+        r.register(Box::new(self.records_produced.clone()))?;
+        r.register(Box::new(self.ingest_to_emit.clone()))?;
+        r.register(Box::new(self.event_to_emit.clone()))?;
+        r.register(Box::new(self.lag_records.clone()))?;
+        r.register(Box::new(self.lag_seconds.clone()))?;
+        r.register(Box::new(self.watermark_delay.clone()))?;
+        r.register(Box::new(self.anomalies.clone()))?;
+        r.register(Box::new(self.aggregates.clone()))?;
+        r.register(Box::new(self.dead_letters.clone()))?;
+        r.register(Box::new(self.late_records.clone()))?;
+        r.register(Box::new(self.open_windows.clone()))?;
+        r.register(Box::new(self.buffered_readings.clone()))?;
+        r.register(Box::new(self.sensors.clone()))?;
+        r.register(Box::new(self.assigned_partitions.clone()))?;
+        r.register(Box::new(self.rebalances.clone()))?;
+        r.register(Box::new(self.transactions.clone()))?;
+        r.register(Box::new(self.commit_duration.clone()))?;
+        r.register(Box::new(self.restores.clone()))?;
+        r.register(Box::new(self.restore_duration.clone()))?;
+        r.register(Box::new(self.restore_replayed.clone()))?;
+        r.register(Box::new(self.kafka_errors.clone()))?;
+        r.register(Box::new(self.up.clone()))?;
+        r.register(Box::new(self.zone_aggregate.clone()))?;
+        r.register(Box::new(self.zone_gauges_dropped.clone()))?;
+        Ok(())
+    }
+
+    /// Sets the facility gauges from a closed window, within the series limit.
+    pub fn observe_aggregate(&self, a: &Aggregate) {
+        let zone = a.key.as_deref().unwrap_or("");
+        let Ok(mut series) = self.zone_series.lock() else { return };
+        for (metric, stats) in &a.stats {
+            let values = [("avg", stats.avg), ("min", stats.min), ("max", stats.max), ("sum", stats.sum)]
+                .into_iter()
+                .chain([("count", stats.count.map(|c| c as f64))]);
+            for (function, value) in values {
+                let Some(value) = value else { continue };
+                let key = [a.aggregation.clone(), zone.to_owned(), metric.clone(), function.to_owned()];
+                if !series.contains(&key) {
+                    if series.len() >= self.zone_limit {
+                        self.zone_gauges_dropped.inc();
+                        continue;
+                    }
+                    series.insert(key);
+                }
+                self.zone_aggregate.with_label_values(&[&a.aggregation, zone, metric, function]).set(value);
+            }
+        }
+    }
+
+    /// Drops the per-partition series of a partition this worker no longer owns.
+    pub fn forget_partition(&self, topic: &str, partition: i32) {
+        let p = partition.to_string();
+        let _ = self.lag_records.remove_label_values(&[topic, &p]);
+        let _ = self.lag_seconds.remove_label_values(&[topic, &p]);
+        let _ = self.watermark_delay.remove_label_values(&[&p]);
+        let _ = self.open_windows.remove_label_values(&[&p]);
+        let _ = self.buffered_readings.remove_label_values(&[&p]);
+        let _ = self.sensors.remove_label_values(&[&p]);
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::MetricStats;
+    use std::collections::BTreeMap;
+
+    fn agg(zone: &str, avg: f64) -> Aggregate {
+        let stats = MetricStats { avg: Some(avg), min: None, max: None, count: Some(3), sum: None };
+        Aggregate {
+            id: String::new(),
+            aggregation: "zone-5m".into(),
+            group_by: "zone".into(),
+            key: Some(zone.into()),
+            window_start: 0,
+            window_end: 1,
+            stats: BTreeMap::from([("temperature".to_owned(), stats)]),
+        }
+    }
+
+    #[test]
+    fn zone_gauges_are_capped_and_the_overflow_is_counted() {
+        let m = Metrics::new("p", 2).unwrap();
+        m.observe_aggregate(&agg("floor-1", 21.5));
+        m.observe_aggregate(&agg("floor-2", 22.5));
+        m.observe_aggregate(&agg("floor-1", 23.0));
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(text.contains(r#"sensorpipe_worker_zone_aggregate{aggregation="zone-5m",function="avg",metric="temperature",pipeline="p",zone="floor-1"} 23"#), "{text}");
+        assert!(text.contains(r#"function="count",metric="temperature",pipeline="p",zone="floor-1"} 3"#), "{text}");
+        assert!(!text.contains("floor-2"), "{text}");
+        assert_eq!(m.zone_gauges_dropped.get(), 2);
+    }
+}

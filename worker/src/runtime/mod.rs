@@ -1,0 +1,159 @@
+//! The Kafka runtime: the engine inside a consumer group, with exactly-once or at-least-once delivery, state
+//! snapshots and restore, a dead-letter topic, metrics and health endpoints. Design: docs/runtime.md.
+//!
+//! - [`config`]: flags, environment and manifest → [`RuntimeConfig`].
+//! - `group`: the consumer loop and rebalance handling; `partition`: one partition's engine and transactions.
+//! - `restore`: snapshot lookup and replay; `kafka`: client settings; [`metrics`], `http`.
+//! - [`produce`]: writing simulated readings to a topic at a rate.
+
+pub mod config;
+mod group;
+mod http;
+mod kafka;
+pub mod metrics;
+mod partition;
+pub mod produce;
+mod restore;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+pub use config::{Delivery, RunArgs, RuntimeConfig, Topics};
+pub use group::RunError;
+pub use partition::{DETAIL_HEADER, REASON_HEADER, SOURCE_HEADER};
+
+use crate::engine::Pipeline;
+use crate::model::load_pipeline_file;
+use metrics::Metrics;
+
+/// Liveness and readiness, shared by the loop and the HTTP server.
+#[derive(Debug, Default)]
+pub struct Health {
+    pub assigned: AtomicBool,
+    pub restoring: AtomicUsize,
+    pub stopping: AtomicBool,
+    last_beat_ms: AtomicI64,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
+}
+
+impl Health {
+    pub fn beat(&self) {
+        self.last_beat_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn since_beat(&self) -> Option<Duration> {
+        let last = self.last_beat_ms.load(Ordering::Relaxed);
+        (last > 0).then(|| Duration::from_millis(u64::try_from(now_ms() - last).unwrap_or_default()))
+    }
+
+    pub fn ready(&self) -> bool {
+        self.assigned.load(Ordering::Relaxed) && self.restoring.load(Ordering::Relaxed) == 0
+    }
+}
+
+/// What the loop's parts share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub cfg: RuntimeConfig,
+    pub pipeline: Pipeline,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    /// Limit of one blocking Kafka call (transaction commit, offset fetch, metadata).
+    pub kafka_timeout: Duration,
+    pub state_partitions: i32,
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SENSORPIPE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A second initialisation (tests) is harmless; ignore its error.
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// Number of partitions of `topic`, with a message that says what to do when it is missing.
+fn partitions_of(cfg: &RuntimeConfig, topic: &str, timeout: Duration) -> anyhow::Result<i32> {
+    let probe: BaseConsumer = kafka::reader(cfg).create()?;
+    let md = probe
+        .fetch_metadata(Some(topic), timeout)
+        .with_context(|| format!("cannot read metadata of topic {topic} from {}", cfg.bootstrap_servers))?;
+    let t = md.topics().first().filter(|t| t.error().is_none() && !t.partitions().is_empty());
+    let Some(t) = t else {
+        anyhow::bail!("topic {topic} does not exist on {}; create it (the operator does) and retry", cfg.bootstrap_servers)
+    };
+    Ok(i32::try_from(t.partitions().len()).unwrap_or(i32::MAX))
+}
+
+/// `sensorpipe-worker run`: runs until SIGTERM or SIGINT, then commits, leaves the group and exits.
+pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let cfg = args.resolve(std::env::vars())?;
+    init_logging(args.log_json);
+    let def = load_pipeline_file(&args.pipeline)?;
+    let pipeline = Pipeline::new(&def).map_err(|e| anyhow::anyhow!("invalid pipeline:\n{e}"))?;
+    let metrics = Arc::new(Metrics::new(&cfg.name, cfg.zone_gauge_limit)?);
+    let health = Arc::new(Health::default());
+    let kafka_timeout = Duration::from_secs(30);
+    tracing::info!(
+        pipeline = %cfg.name,
+        bootstrap = %cfg.bootstrap_servers,
+        group = %cfg.group_id,
+        delivery = cfg.delivery.as_str(),
+        topics = ?cfg.topics,
+        kafka_properties = ?cfg.kafka.keys().collect::<Vec<_>>(),
+        "starting"
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(cfg.http_addr))
+        .with_context(|| format!("cannot listen on {}", cfg.http_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
+    let (stop_http, stopped_http) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn(http::serve(listener, metrics.clone(), health.clone(), async {
+        let _ = stopped_http.await;
+    }));
+    let signal_health = health.clone();
+    runtime.spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("stop requested");
+        signal_health.stopping.store(true, Ordering::Relaxed);
+    });
+
+    let state_partitions = partitions_of(&cfg, &cfg.topics.state, kafka_timeout)?;
+    partitions_of(&cfg, &cfg.topics.input, kafka_timeout)?;
+    let shared = Arc::new(Shared { cfg, pipeline, metrics, health, kafka_timeout, state_partitions });
+    let consumer = group::consumer(shared.clone())?;
+    let result = group::run(&shared, consumer);
+    let _ = stop_http.send(());
+    let _ = runtime.block_on(server);
+    result.map_err(Into::into)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,329 @@
+//! One input partition: its engine, its transactional producer (exactly-once) and where it stands in the log.
+//!
+//! Outputs of a record are produced as soon as the engine emits them; they become visible when the batch commits
+//! (exactly-once: one transaction with the input offset and, now and then, a state snapshot; at-least-once: the
+//! offset is committed after the outputs were acknowledged).
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::Offset;
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::producer::Producer;
+
+use super::Shared;
+use super::kafka::{self, OutputProducer};
+use crate::engine::{Outputs, PartitionEngine};
+use crate::reason::Reason;
+
+/// Header names on dead letters and snapshots.
+pub const REASON_HEADER: &str = "sensorpipe.reason";
+pub const DETAIL_HEADER: &str = "sensorpipe.detail";
+pub const SOURCE_HEADER: &str = "sensorpipe.source";
+pub(crate) const SNAPSHOT_OFFSET_HEADER: &str = "sensorpipe.snapshot.offset";
+pub(crate) const SNAPSHOT_CHUNK_HEADER: &str = "sensorpipe.snapshot.chunk";
+
+/// Snapshots are split into records of at most this size (the broker's default message size limit is 1 MB).
+pub(crate) const SNAPSHOT_CHUNK: usize = 512 * 1024;
+
+/// One input record as the task needs it.
+#[derive(Debug)]
+pub(crate) struct Input<'a> {
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub payload: &'a [u8],
+    /// Kafka timestamp (ms), when the record has one.
+    pub timestamp_ms: Option<i64>,
+}
+
+pub(crate) struct PartitionTask {
+    pub partition: i32,
+    /// `None` until the state is restored (first record after assignment, or after an aborted batch).
+    pub engine: Option<PartitionEngine>,
+    /// Exactly-once: this partition's transactional producer, created on first use (which fences older owners).
+    pub producer: Option<OutputProducer>,
+    in_txn: bool,
+    /// Records before this offset are already reflected in the state (skipped when seen again).
+    pub resume_at: Option<i64>,
+    /// The offset after the last processed record.
+    pub next_offset: Option<i64>,
+    /// The offset after the last committed batch.
+    pub committed: Option<i64>,
+    /// Records processed since the last commit.
+    pub pending: u64,
+    last_snapshot: Instant,
+    pub last_timestamp_ms: Option<i64>,
+    pub high_watermark: Option<i64>,
+    out: Outputs,
+    value: Vec<u8>,
+    consumed: [u64; 2],
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
+}
+
+/// What went wrong while committing a partition.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CommitError {
+    /// The batch was aborted; its records must be processed again from the last commit.
+    #[error("transaction aborted: {0}")]
+    Aborted(KafkaError),
+    /// A newer owner of the partition fenced this producer; the partition is no longer ours.
+    #[error("fenced by a newer owner: {0}")]
+    Fenced(KafkaError),
+    /// The broker did not answer in time; the batch stays open and is retried.
+    #[error("commit not finished yet: {0}")]
+    Retry(KafkaError),
+}
+
+impl PartitionTask {
+    pub(crate) fn new(partition: i32) -> Self {
+        Self {
+            partition,
+            engine: None,
+            producer: None,
+            in_txn: false,
+            resume_at: None,
+            next_offset: None,
+            committed: None,
+            pending: 0,
+            last_snapshot: Instant::now(),
+            last_timestamp_ms: None,
+            high_watermark: None,
+            out: Outputs::default(),
+            value: Vec::with_capacity(512),
+            consumed: [0; 2],
+        }
+    }
+
+    pub(crate) fn transactional_id(shared: &Shared, partition: i32) -> String {
+        format!("{}-{}", shared.cfg.transactional_id_prefix, partition)
+    }
+
+    /// Exactly-once: creates this partition's transactional producer and runs `init_transactions`, which aborts
+    /// whatever a previous owner (a crashed or zombie worker) left open and fences it from committing.
+    pub(crate) fn ensure_producer(&mut self, shared: &Shared) -> KafkaResult<()> {
+        if self.producer.is_some() || shared.cfg.delivery != super::Delivery::ExactlyOnce {
+            return Ok(());
+        }
+        let id = Self::transactional_id(shared, self.partition);
+        let producer: OutputProducer = kafka::producer(&shared.cfg, Some(&id))
+            .create_with_context(kafka::DeliveryContext { metrics: shared.metrics.clone() })?;
+        producer.init_transactions(shared.kafka_timeout)?;
+        self.producer = Some(producer);
+        Ok(())
+    }
+
+    /// Processes one record: engine, then outputs to the producer (`alo` is the shared at-least-once producer).
+    pub(crate) fn process(&mut self, shared: &Shared, alo: Option<&OutputProducer>, record: &Input<'_>) -> KafkaResult<()> {
+        let Some(engine) = self.engine.as_mut() else { return Ok(()) };
+        let producer = match (&self.producer, alo) {
+            (Some(p), _) => p,
+            (None, Some(p)) => p,
+            (None, None) => return Ok(()),
+        };
+        if self.producer.is_some() && !self.in_txn {
+            producer.begin_transaction()?;
+            self.in_txn = true;
+        }
+        let late_before = engine_late(engine);
+        engine.process(record.payload, &mut self.out);
+        let late_for_rules = engine_late(engine) - late_before;
+        if late_for_rules > 0 {
+            shared.metrics.late_records.with_label_values(&["within_allowed_lateness"]).inc_by(late_for_rules);
+        }
+        self.consumed[usize::from(!self.out.dead_letters.is_empty())] += 1;
+        emit(shared, producer, &mut self.value, &self.out, record, self.partition)?;
+        self.out.clear();
+        self.next_offset = Some(record.offset + 1);
+        self.last_timestamp_ms = record.timestamp_ms.or(self.last_timestamp_ms);
+        self.pending += 1;
+        Ok(())
+    }
+
+    /// Publishes counters gathered per record, once per batch.
+    pub(crate) fn flush_counters(&mut self, shared: &Shared) {
+        let topic = &shared.cfg.topics.input;
+        let [ok, dead] = std::mem::take(&mut self.consumed);
+        shared.metrics.records_consumed.with_label_values(&[topic, "reading"]).inc_by(ok);
+        shared.metrics.records_consumed.with_label_values(&[topic, "dead_letter"]).inc_by(dead);
+    }
+
+    fn snapshot_due(&self, shared: &Shared) -> bool {
+        self.last_snapshot.elapsed() >= shared.cfg.snapshot_interval
+    }
+
+    /// Produces the engine state, in chunks, keyed by input partition, tagged with the offset it covers.
+    fn produce_snapshot(&self, shared: &Shared, producer: &OutputProducer) -> KafkaResult<()> {
+        let (Some(engine), Some(offset)) = (&self.engine, self.next_offset) else { return Ok(()) };
+        let bytes = engine.snapshot();
+        let chunks: Vec<&[u8]> = bytes.chunks(SNAPSHOT_CHUNK).collect();
+        let offset_text = offset.to_string();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let key = format!("p{}/c{i}", self.partition);
+            let chunk_text = format!("{i}/{}", chunks.len());
+            let h = kafka::headers(&[
+                (SNAPSHOT_OFFSET_HEADER, offset_text.as_bytes()),
+                (SNAPSHOT_CHUNK_HEADER, chunk_text.as_bytes()),
+            ]);
+            let partition = self.partition % shared.state_partitions.max(1);
+            kafka::send(producer, &shared.cfg.topics.state, Some(partition), Some(key.as_bytes()), chunk, Some(h))?;
+        }
+        Ok(())
+    }
+
+    /// Exactly-once: commits the open transaction with the input offset (and a snapshot when due).
+    pub(crate) fn commit_transaction(&mut self, shared: &Shared, group: &ConsumerGroupMetadata) -> Result<(), CommitError> {
+        let (Some(producer), Some(next)) = (&self.producer, self.next_offset) else { return Ok(()) };
+        if self.pending == 0 || !self.in_txn {
+            return Ok(());
+        }
+        let classify = |e: KafkaError| -> CommitError {
+            match &e {
+                KafkaError::Transaction(t) if t.is_fatal() => CommitError::Fenced(e),
+                KafkaError::Transaction(t) if t.txn_requires_abort() => CommitError::Aborted(e),
+                KafkaError::Transaction(t) if t.is_retriable() => CommitError::Retry(e),
+                _ => CommitError::Aborted(e),
+            }
+        };
+        let started = Instant::now();
+        let snapshot = self.snapshot_due(shared);
+        if snapshot {
+            self.produce_snapshot(shared, producer).map_err(CommitError::Aborted)?;
+        }
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(&shared.cfg.topics.input, self.partition, Offset::Offset(next))
+            .map_err(CommitError::Aborted)?;
+        producer.send_offsets_to_transaction(&offsets, group, shared.kafka_timeout).map_err(classify)?;
+        producer.commit_transaction(shared.kafka_timeout).map_err(classify)?;
+        shared.metrics.commit_duration.observe(started.elapsed().as_secs_f64());
+        shared.metrics.transactions.with_label_values(&["committed"]).inc();
+        self.in_txn = false;
+        self.committed = Some(next);
+        self.pending = 0;
+        if snapshot {
+            self.last_snapshot = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Abandons the open transaction (exactly-once) and the state built since the last commit; the records are
+    /// processed again from `committed`.
+    pub(crate) fn abort(&mut self, shared: &Shared) {
+        if let Some(p) = &self.producer
+            && self.in_txn
+        {
+            match p.abort_transaction(shared.kafka_timeout) {
+                Ok(()) => shared.metrics.transactions.with_label_values(&["aborted"]).inc(),
+                Err(e) => tracing::warn!(partition = self.partition, error = %e, "abort failed"),
+            }
+        }
+        self.in_txn = false;
+        self.engine = None;
+        self.pending = 0;
+        self.next_offset = self.committed;
+    }
+
+    /// At-least-once: a snapshot rides along before the flush that precedes the offset commit.
+    pub(crate) fn snapshot_at_least_once(&mut self, shared: &Shared, producer: &OutputProducer) -> KafkaResult<()> {
+        if self.pending > 0 && self.snapshot_due(shared) {
+            self.produce_snapshot(shared, producer)?;
+            self.last_snapshot = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Updates the per-partition gauges.
+    pub(crate) fn observe(&self, shared: &Shared) {
+        let m = &shared.metrics;
+        let p = self.partition.to_string();
+        let topic = &shared.cfg.topics.input;
+        if let (Some(hw), Some(pos)) = (self.high_watermark, self.next_offset.or(self.committed)) {
+            let lag = (hw - pos).max(0);
+            m.lag_records.with_label_values(&[topic, &p]).set(lag);
+            let seconds = match (lag, self.last_timestamp_ms) {
+                (0, _) | (_, None) => 0.0,
+                (_, Some(ts)) => ((now_ms() - ts).max(0) as f64) / 1000.0,
+            };
+            m.lag_seconds.with_label_values(&[topic, &p]).set(seconds);
+        }
+        if let Some(engine) = &self.engine {
+            if let Some(w) = engine.watermark() {
+                m.watermark_delay.with_label_values(&[&p]).set(((now_ms() - w).max(0) as f64) / 1000.0);
+            }
+            let stats = engine.stats();
+            m.open_windows.with_label_values(&[&p]).set(stats.open_windows as i64);
+            m.buffered_readings.with_label_values(&[&p]).set(stats.buffered as i64);
+            m.sensors.with_label_values(&[&p]).set(stats.sensors as i64);
+        }
+    }
+}
+
+fn engine_late(engine: &PartitionEngine) -> u64 {
+    engine.late_for_rules()
+}
+
+/// Produces the outputs of one input record.
+fn emit(
+    shared: &Shared,
+    producer: &OutputProducer,
+    value: &mut Vec<u8>,
+    out: &Outputs,
+    record: &Input<'_>,
+    partition: i32,
+) -> KafkaResult<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let m = &shared.metrics;
+    let topics = &shared.cfg.topics;
+    let now = now_ms();
+    let since_ingest = record.timestamp_ms.map(|ts| ((now - ts).max(0) as f64) / 1000.0);
+    let since = |event_ms: i64| ((now - event_ms).max(0) as f64) / 1000.0;
+    for a in &out.anomalies {
+        value.clear();
+        serde_json::to_writer(&mut *value, a).map_err(|e| KafkaError::MessageProduction(json_error(&e)))?;
+        kafka::send(producer, &topics.anomalies, None, Some(a.sensor.as_bytes()), value, None)?;
+        m.anomalies.with_label_values(&[&a.rule, a.severity.as_str(), a.state.as_str()]).inc();
+        m.event_to_emit.with_label_values(&["anomaly"]).observe(since(a.event_time));
+    }
+    for a in &out.aggregates {
+        value.clear();
+        serde_json::to_writer(&mut *value, a).map_err(|e| KafkaError::MessageProduction(json_error(&e)))?;
+        let key = a.key.as_deref().unwrap_or(&a.aggregation);
+        kafka::send(producer, &topics.aggregates, None, Some(key.as_bytes()), value, None)?;
+        m.aggregates.with_label_values(&[&a.aggregation]).inc();
+        m.event_to_emit.with_label_values(&["aggregate"]).observe(since(a.window_end));
+        m.observe_aggregate(a);
+    }
+    for d in &out.dead_letters {
+        let source = format!("{}/{}@{}", topics.input, partition, record.offset);
+        let h = kafka::headers(&[
+            (REASON_HEADER, d.reason.as_str().as_bytes()),
+            (DETAIL_HEADER, d.detail.as_bytes()),
+            (SOURCE_HEADER, source.as_bytes()),
+        ]);
+        kafka::send(producer, &topics.dead_letter, None, record.key, record.payload, Some(h))?;
+        m.dead_letters.with_label_values(&[d.reason.as_str()]).inc();
+        if d.reason == Reason::Late {
+            m.late_records.with_label_values(&["beyond_allowed_lateness"]).inc();
+        }
+    }
+    if let Some(s) = since_ingest {
+        for _ in 0..out.len() {
+            m.ingest_to_emit.observe(s);
+        }
+    }
+    Ok(())
+}
+
+fn json_error(_: &serde_json::Error) -> rdkafka::types::RDKafkaErrorCode {
+    // Serialising our own records cannot fail (no maps with non-string keys, no failing Serialize impls).
+    rdkafka::types::RDKafkaErrorCode::InvalidMessage
+}
+
+/// How long to wait between retries of a commit the broker did not finish.
+pub(crate) const RETRY_BACKOFF: Duration = Duration::from_millis(500);

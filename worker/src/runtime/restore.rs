@@ -1,0 +1,210 @@
+//! Rebuilding a partition's engine state after an assignment or an aborted batch.
+//!
+//! The state at input offset `C` (where the consumer resumes) is the newest snapshot taken at an offset `S ≤ C`,
+//! plus the input records `[S, C)` processed again with their outputs discarded — they were committed with the
+//! batches that first produced them. The engine is deterministic and reads no clock, so replaying the same
+//! records from the same state gives the same state; a snapshot is a function of the offset it was taken at,
+//! which also makes a snapshot from an aborted transaction (visible on brokers that do not filter them) valid.
+//! See docs/runtime.md.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::Headers;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::Shared;
+use super::kafka;
+use super::partition::{SNAPSHOT_CHUNK_HEADER, SNAPSHOT_OFFSET_HEADER};
+use crate::engine::{Outputs, PartitionEngine};
+
+/// Where a restored state came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    Snapshot,
+    /// No usable snapshot: the state starts empty at the resume offset.
+    Empty,
+    /// A snapshot of a different pipeline definition: the state starts empty at the resume offset.
+    Incompatible,
+}
+
+impl Source {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Source::Snapshot => "snapshot",
+            Source::Empty => "empty",
+            Source::Incompatible => "incompatible",
+        }
+    }
+}
+
+/// The state of `partition` as of input offset `resume`.
+pub(crate) fn restore(shared: &Shared, partition: i32, resume: i64) -> KafkaResult<(PartitionEngine, Source)> {
+    let started = Instant::now();
+    let (engine, source, from) = match latest_snapshot(shared, partition, resume)? {
+        Some((offset, bytes)) => match shared.pipeline.restore(&bytes) {
+            Ok(engine) => (engine, Source::Snapshot, offset),
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "snapshot not usable; starting with empty state");
+                (shared.pipeline.engine(), Source::Incompatible, resume)
+            }
+        },
+        None => (shared.pipeline.engine(), Source::Empty, resume),
+    };
+    let mut engine = engine;
+    let replayed = if from < resume { replay(shared, partition, from, resume, &mut engine)? } else { 0 };
+    let m = &shared.metrics;
+    m.restores.with_label_values(&[source.as_str()]).inc();
+    m.restore_replayed.inc_by(replayed);
+    m.restore_duration.observe(started.elapsed().as_secs_f64());
+    tracing::info!(
+        partition,
+        resume,
+        snapshot_offset = from,
+        replayed,
+        source = source.as_str(),
+        ms = started.elapsed().as_millis() as u64,
+        "state restored"
+    );
+    Ok((engine, source))
+}
+
+fn header<'a>(m: &'a impl Message, name: &str) -> Option<&'a str> {
+    let headers = m.headers()?;
+    headers.iter().find(|h| h.key == name).and_then(|h| h.value).and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// A snapshot being reassembled from its chunks.
+struct Building {
+    offset: i64,
+    total: usize,
+    bytes: Vec<u8>,
+    next: usize,
+}
+
+/// The newest complete snapshot of `partition` taken at an offset ≤ `resume`.
+fn latest_snapshot(shared: &Shared, partition: i32, resume: i64) -> KafkaResult<Option<(i64, Vec<u8>)>> {
+    let topic = &shared.cfg.topics.state;
+    let state_partition = partition % shared.state_partitions.max(1);
+    let consumer: BaseConsumer = kafka::reader(&shared.cfg).create()?;
+    let (low, high) = consumer.fetch_watermarks(topic, state_partition, shared.kafka_timeout)?;
+    if high <= low {
+        return Ok(None);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, state_partition, Offset::Beginning)?;
+    consumer.assign(&tpl)?;
+    let prefix = format!("p{partition}/");
+    let mut best: Option<(i64, Vec<u8>)> = None;
+    let mut building: Option<Building> = None;
+    for message in read_until(&consumer, high, shared.kafka_timeout) {
+        let message = message?;
+        let key = message.key().and_then(|k| std::str::from_utf8(k).ok()).unwrap_or_default();
+        if !key.starts_with(&prefix) {
+            continue;
+        }
+        let offset = header(&message, SNAPSHOT_OFFSET_HEADER).and_then(|v| v.parse::<i64>().ok());
+        let chunk = header(&message, SNAPSHOT_CHUNK_HEADER).and_then(|v| {
+            let (i, n) = v.split_once('/')?;
+            Some((i.parse::<usize>().ok()?, n.parse::<usize>().ok()?))
+        });
+        let (Some(offset), Some((index, total))) = (offset, chunk) else { continue };
+        let payload = message.payload().unwrap_or_default();
+        if index == 0 {
+            building = Some(Building { offset, total, bytes: Vec::new(), next: 0 });
+        }
+        // Chunks of one snapshot are consecutive records of one transaction; anything else breaks the set.
+        match building.as_mut() {
+            Some(b) if b.offset == offset && b.total == total && b.next == index => {
+                b.bytes.extend_from_slice(payload);
+                b.next += 1;
+            }
+            _ => {
+                building = None;
+                continue;
+            }
+        }
+        if index + 1 == total
+            && let Some(b) = building.take()
+            && b.offset <= resume
+            && best.as_ref().is_none_or(|(o, _)| b.offset >= *o)
+        {
+            best = Some((b.offset, b.bytes));
+        }
+    }
+    Ok(best)
+}
+
+/// Processes the input records `[from, to)` of `partition` into `engine`, discarding outputs.
+fn replay(shared: &Shared, partition: i32, from: i64, to: i64, engine: &mut PartitionEngine) -> KafkaResult<u64> {
+    let consumer: BaseConsumer = kafka::reader(&shared.cfg).create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&shared.cfg.topics.input, partition, Offset::Offset(from))?;
+    consumer.assign(&tpl)?;
+    let mut out = Outputs::default();
+    let mut n = 0u64;
+    let mut first = true;
+    for message in read_until(&consumer, to, shared.kafka_timeout) {
+        let message = message?;
+        if first && message.offset() > from {
+            tracing::warn!(
+                partition,
+                from,
+                first = message.offset(),
+                "input before the first available offset is gone (retention); state may miss those records"
+            );
+        }
+        first = false;
+        if message.offset() >= to {
+            break;
+        }
+        engine.process(message.payload().unwrap_or_default(), &mut out);
+        out.clear();
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Messages of the single assigned partition up to (not including) offset `end`, or until the partition's end.
+/// The end reported by some brokers is low by up to a batch, so after an end-of-partition event reading goes on
+/// until nothing arrives for a moment. Gives up with a timeout error when nothing arrives for `idle`.
+fn read_until<'a>(
+    consumer: &'a BaseConsumer,
+    end: i64,
+    idle: Duration,
+) -> impl Iterator<Item = KafkaResult<rdkafka::message::BorrowedMessage<'a>>> + 'a {
+    const SETTLE: Duration = Duration::from_millis(300);
+    let mut last_progress = Instant::now();
+    let mut eof_at: Option<Instant> = None;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        while !done {
+            match consumer.poll(Duration::from_millis(50)) {
+                Some(Ok(m)) => {
+                    last_progress = Instant::now();
+                    eof_at = None;
+                    if m.offset() + 1 >= end {
+                        done = true;
+                    }
+                    if m.offset() >= end {
+                        return None;
+                    }
+                    return Some(Ok(m));
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => eof_at = eof_at.or(Some(Instant::now())),
+                Some(Err(e)) => return Some(Err(e)),
+                None if eof_at.is_some_and(|t| t.elapsed() > SETTLE) => done = true,
+                None if last_progress.elapsed() > idle => {
+                    done = true;
+                    return Some(Err(KafkaError::MessageConsumption(
+                        rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
+                    )));
+                }
+                None => {}
+            }
+        }
+        None
+    })
+}
