@@ -1,0 +1,115 @@
+"""Kafka helpers for the end-to-end tests: topics, reading a topic back, running workers and replays."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import pathlib
+import signal
+import subprocess
+import time
+import urllib.request
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from brokers import free_port
+
+FAST_GROUP = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
+
+
+def create_topics(bootstrap: str, partitions: dict[str, int]) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(t, n, 1) for t, n in partitions.items()])
+    for topic, f in futures.items():
+        f.result(timeout=15)
+
+
+def read_partitions(bootstrap: str, topic: str, partitions: int, settle: float = 3.0,
+                    timeout: float = 120.0) -> dict[int, list]:
+    """Every record of every partition, in offset order, read until nothing new arrives for `settle` seconds."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "e2e-reader", "enable.auto.commit": False,
+                  "isolation.level": "read_committed", "fetch.queue.backoff.ms": 1})
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out: dict[int, list] = {p: [] for p in range(partitions)}
+    last = time.monotonic()
+    deadline = last + timeout
+    while time.monotonic() - last < settle and time.monotonic() < deadline:
+        msgs = c.consume(10000, 0.2)
+        for m in msgs:
+            if m.error():
+                continue
+            out[m.partition()].append(m)
+            last = time.monotonic()
+    c.close()
+    return out
+
+
+def read_values(bootstrap: str, topic: str, partitions: int, **kw) -> list:
+    return [m.value() for ms in read_partitions(bootstrap, topic, partitions, **kw).values() for m in ms]
+
+
+@contextlib.contextmanager
+def worker(worker_bin: pathlib.Path, pipeline: pathlib.Path, bootstrap: str, log: pathlib.Path,
+           extra: list[str] = (), env: dict | None = None):
+    """A `sensorpipe-worker run` process; yields (process, metrics port). SIGTERM on exit."""
+    port = free_port()
+    args = [str(worker_bin), "run", "-p", str(pipeline), "--bootstrap-servers", bootstrap,
+            "--http-addr", f"127.0.0.1:{port}", "--commit-interval", "100ms", "--snapshot-interval", "1s"]
+    for k, v in FAST_GROUP.items():
+        args += ["--kafka-property", f"{k}={v}"]
+    args += list(extra)
+    with log.open("ab") as f:
+        proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, env=env)
+    try:
+        yield proc, port
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 30.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return 0, ""  # not listening (yet, or any more)
+
+
+def wait_until(check, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def replay_partitions(worker_bin: pathlib.Path, pipeline: pathlib.Path, inputs: dict[int, list],
+                      work: pathlib.Path) -> dict[str, list[dict]]:
+    """`replay --no-flush` of each input partition's records (what a stream that has seen them has emitted)."""
+    result: dict[str, list[dict]] = {"anomalies": [], "aggregates": [], "dead_letters": []}
+    for p, msgs in inputs.items():
+        src = work / f"input-{p}.jsonl"
+        src.write_bytes(b"".join((m.value() or b"") + b"\n" for m in msgs))
+        out = work / f"replay-{p}"
+        subprocess.run([str(worker_bin), "replay", "-p", str(pipeline), "-i", str(src), "-o", str(out),
+                        "--no-flush"], check=True, capture_output=True)
+        for kind in result:
+            text = (out / f"{kind}.jsonl").read_text()
+            result[kind] += [json.loads(line) for line in text.splitlines() if line]
+    return result
