@@ -113,3 +113,30 @@ def replay_partitions(worker_bin: pathlib.Path, pipeline: pathlib.Path, inputs: 
             text = (out / f"{kind}.jsonl").read_text()
             result[kind] += [json.loads(line) for line in text.splitlines() if line]
     return result
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    """The group's committed offsets (without joining the group); -1001 where none."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        tps = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=15)
+        return {tp.partition: tp.offset for tp in tps}
+    finally:
+        c.close()
+
+
+def wait_caught_up(bootstrap: str, group: str, topic: str, ends: dict[int, int], timeout: float,
+                   watch=None) -> None:
+    """Waits until the group has committed every partition up to `ends` (offset after the last record).
+    `watch` is called on every poll, e.g. to restart crashed workers."""
+    def check():
+        if watch:
+            watch()
+        got = committed_offsets(bootstrap, group, topic, len(ends))
+        return all(got.get(p, -1) >= end for p, end in ends.items())
+    wait_until(check, timeout, f"group {group} to commit {ends}", interval=1.0)
+
+
+def canonical(records: list[dict]) -> list[str]:
+    """Order-free, comparable form of output records (a multiset as a sorted list)."""
+    return sorted(json.dumps(r, sort_keys=True) for r in records)
