@@ -52,7 +52,9 @@ pub(crate) struct PartitionTask {
     pub committed: Option<i64>,
     /// Records processed since the last commit.
     pub pending: u64,
-    last_snapshot: Instant,
+    /// When the last snapshot was committed; `None` until the first, so the first commit after a restore always
+    /// carries one (a committed offset must never be newer than every snapshot: the state would restore empty).
+    last_snapshot: Option<Instant>,
     pub last_timestamp_ms: Option<i64>,
     pub high_watermark: Option<i64>,
     out: Outputs,
@@ -89,7 +91,7 @@ impl PartitionTask {
             next_offset: None,
             committed: None,
             pending: 0,
-            last_snapshot: Instant::now(),
+            last_snapshot: None,
             last_timestamp_ms: None,
             high_watermark: None,
             out: Outputs::default(),
@@ -152,7 +154,7 @@ impl PartitionTask {
     }
 
     fn snapshot_due(&self, shared: &Shared) -> bool {
-        self.last_snapshot.elapsed() >= shared.cfg.snapshot_interval
+        self.last_snapshot.is_none_or(|t| t.elapsed() >= shared.cfg.snapshot_interval)
     }
 
     /// Produces the engine state, in chunks, keyed by input partition, tagged with the offset it covers.
@@ -205,7 +207,7 @@ impl PartitionTask {
         self.committed = Some(next);
         self.pending = 0;
         if snapshot {
-            self.last_snapshot = Instant::now();
+            self.last_snapshot = Some(Instant::now());
         }
         Ok(())
     }
@@ -225,13 +227,14 @@ impl PartitionTask {
         self.engine = None;
         self.pending = 0;
         self.next_offset = self.committed;
+        self.last_snapshot = None;
     }
 
     /// At-least-once: a snapshot rides along before the flush that precedes the offset commit.
     pub(crate) fn snapshot_at_least_once(&mut self, shared: &Shared, producer: &OutputProducer) -> KafkaResult<()> {
         if self.pending > 0 && self.snapshot_due(shared) {
             self.produce_snapshot(shared, producer)?;
-            self.last_snapshot = Instant::now();
+            self.last_snapshot = Some(Instant::now());
         }
         Ok(())
     }
