@@ -53,7 +53,7 @@ enum Command {
     /// aggregates and dead letters, serve /metrics, /healthz and /readyz. Stops cleanly on SIGTERM or SIGINT.
     Run(Box<RunArgs>),
     /// Write simulated smart-building readings as JSONL, deterministic for a seed.
-    Simulate(SimulateArgs),
+    Simulate(Box<SimulateArgs>),
     /// Print the JSON Schema of an output record.
     Schema {
         #[arg(value_enum)]
@@ -170,7 +170,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("{}", serde_json::to_string_pretty(&summary)?);
             Ok(())
         }
-        Command::Simulate(args) => simulate(args),
+        Command::Simulate(args) => simulate(*args),
         Command::Run(args) => sensorpipe_worker::runtime::run(&args),
         Command::Schema { record } => {
             let schema = match record {
@@ -227,7 +227,8 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
     if let Some(topic) = a.topic {
         let mut kafka = std::collections::BTreeMap::new();
         for entry in &a.kafka_properties {
-            let (k, v) = entry.split_once('=').with_context(|| format!("--kafka-property {entry:?} is not KEY=VALUE"))?;
+            let (k, v) =
+                entry.split_once('=').with_context(|| format!("--kafka-property {entry:?} is not KEY=VALUE"))?;
             kafka.insert(k.trim().to_owned(), v.trim().to_owned());
         }
         let target = ProduceTarget {

@@ -80,12 +80,8 @@ impl ConsumerContext for GroupContext {
         let lost = consumer.assignment_lost();
         shared.metrics.rebalances.with_label_values(&[if lost { "lost" } else { "revoke" }]).inc();
         let mut tasks = self.lock();
-        let partitions: Vec<i32> = tpl
-            .elements()
-            .iter()
-            .filter(|e| e.topic() == shared.cfg.topics.input)
-            .map(|e| e.partition())
-            .collect();
+        let partitions: Vec<i32> =
+            tpl.elements().iter().filter(|e| e.topic() == shared.cfg.topics.input).map(|e| e.partition()).collect();
         if !lost {
             // Hand over cleanly: what was processed is committed, so the next owner resumes right after it.
             if let Err(e) = commit_partitions(shared, consumer, &mut tasks, Some(&partitions)) {
@@ -211,16 +207,18 @@ fn rewind(shared: &Shared, consumer: &BaseConsumer<GroupContext>, partition: i32
 }
 
 /// The committed offset of `partition`, if the group has one.
-fn committed_offset(shared: &Shared, consumer: &BaseConsumer<GroupContext>, partition: i32) -> KafkaResult<Option<i64>> {
+fn committed_offset(
+    shared: &Shared,
+    consumer: &BaseConsumer<GroupContext>,
+    partition: i32,
+) -> KafkaResult<Option<i64>> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(&shared.cfg.topics.input, partition);
     let committed = consumer.committed_offsets(tpl, shared.kafka_timeout)?;
-    Ok(committed
-        .find_partition(&shared.cfg.topics.input, partition)
-        .and_then(|e| match e.offset() {
-            Offset::Offset(o) => Some(o),
-            _ => None,
-        }))
+    Ok(committed.find_partition(&shared.cfg.topics.input, partition).and_then(|e| match e.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }))
 }
 
 /// What to do with the record that triggered a restore.

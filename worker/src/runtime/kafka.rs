@@ -112,9 +112,9 @@ pub(crate) type OutputProducer = BaseProducer<DeliveryContext>;
 pub(crate) fn error_kind(e: &KafkaError) -> &'static str {
     match e.rdkafka_error_code() {
         Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown) => "transport",
-        Some(RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::RequestTimedOut | RDKafkaErrorCode::OperationTimedOut) => {
-            "timeout"
-        }
+        Some(
+            RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::RequestTimedOut | RDKafkaErrorCode::OperationTimedOut,
+        ) => "timeout",
         Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch | RDKafkaErrorCode::Fenced) => {
             "fenced"
         }

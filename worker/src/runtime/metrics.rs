@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::records::Aggregate;
@@ -70,7 +70,10 @@ impl Metrics {
                 &["topic", "outcome"],
             )?,
             records_produced: IntCounterVec::new(
-                opts("records_produced_total", "Output records acknowledged by the broker (delivered) or not (failed)."),
+                opts(
+                    "records_produced_total",
+                    "Output records acknowledged by the broker (delivered) or not (failed).",
+                ),
                 &["topic", "outcome"],
             )?,
             ingest_to_emit: Histogram::with_opts(hopts(
@@ -133,7 +136,10 @@ impl Metrics {
                 &["kind"],
             )?,
             transactions: IntCounterVec::new(
-                opts("transactions_total", "Kafka transactions (exactlyOnce) or offset commits (atLeastOnce), by outcome."),
+                opts(
+                    "transactions_total",
+                    "Kafka transactions (exactlyOnce) or offset commits (atLeastOnce), by outcome.",
+                ),
                 &["outcome"],
             )?,
             commit_duration: Histogram::with_opts(hopts(

@@ -86,7 +86,10 @@ fn partitions_of(cfg: &RuntimeConfig, topic: &str, timeout: Duration) -> anyhow:
         .with_context(|| format!("cannot read metadata of topic {topic} from {}", cfg.bootstrap_servers))?;
     let t = md.topics().first().filter(|t| t.error().is_none() && !t.partitions().is_empty());
     let Some(t) = t else {
-        anyhow::bail!("topic {topic} does not exist on {}; create it (the operator does) and retry", cfg.bootstrap_servers)
+        anyhow::bail!(
+            "topic {topic} does not exist on {}; create it (the operator does) and retry",
+            cfg.bootstrap_servers
+        )
     };
     Ok(i32::try_from(t.partitions().len()).unwrap_or(i32::MAX))
 }

@@ -119,7 +119,12 @@ impl PartitionTask {
     }
 
     /// Processes one record: engine, then outputs to the producer (`alo` is the shared at-least-once producer).
-    pub(crate) fn process(&mut self, shared: &Shared, alo: Option<&OutputProducer>, record: &Input<'_>) -> KafkaResult<()> {
+    pub(crate) fn process(
+        &mut self,
+        shared: &Shared,
+        alo: Option<&OutputProducer>,
+        record: &Input<'_>,
+    ) -> KafkaResult<()> {
         let Some(engine) = self.engine.as_mut() else { return Ok(()) };
         let producer = match (&self.producer, alo) {
             (Some(p), _) => p,
@@ -177,7 +182,11 @@ impl PartitionTask {
     }
 
     /// Exactly-once: commits the open transaction with the input offset (and a snapshot when due).
-    pub(crate) fn commit_transaction(&mut self, shared: &Shared, group: &ConsumerGroupMetadata) -> Result<(), CommitError> {
+    pub(crate) fn commit_transaction(
+        &mut self,
+        shared: &Shared,
+        group: &ConsumerGroupMetadata,
+    ) -> Result<(), CommitError> {
         let (Some(producer), Some(next)) = (&self.producer, self.next_offset) else { return Ok(()) };
         if self.pending == 0 || !self.in_txn {
             return Ok(());
