@@ -25,6 +25,20 @@ def create_topics(bootstrap: str, partitions: dict[str, int]) -> None:
         f.result(timeout=15)
 
 
+def seal_partitions(bootstrap: str, topic: str, partitions: int) -> None:
+    """Appends one record per partition, each in a batch of its own (a dead letter `missing_field`).
+
+    tansu reports a partition's end as the last batch's base offset + 1 and serves nothing from beyond it, so a
+    consumer that resumes inside the last batch (after a crash) waits for more data. Real Kafka does not do this;
+    a single-record last batch keeps the tests independent of it.
+    """
+    from confluent_kafka import Producer
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    for partition in range(partitions):
+        p.produce(topic, value=b'{"end_of_input":true}', partition=partition)
+        p.flush(15)
+
+
 def read_partitions(bootstrap: str, topic: str, partitions: int, settle: float = 3.0,
                     timeout: float = 120.0) -> dict[int, list]:
     """Every record of every partition, in offset order, read until nothing new arrives for `settle` seconds."""
@@ -140,3 +154,18 @@ def wait_caught_up(bootstrap: str, group: str, topic: str, ends: dict[int, int],
 def canonical(records: list[dict]) -> list[str]:
     """Order-free, comparable form of output records (a multiset as a sorted list)."""
     return sorted(json.dumps(r, sort_keys=True) for r in records)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels`, from Prometheus text format."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def committed_once(port: int) -> bool:
+    return metric(http_get(port, "/metrics")[1], "sensorpipe_worker_transactions_total", outcome="committed") > 0

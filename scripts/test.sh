@@ -22,7 +22,11 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 
-step "end-to-end tests (Python virtualenv in target/venv)"
+step "end-to-end tests (Python virtualenv in target/venv, promtool from Debian)"
 scripts/venv.sh
+if ! command -v promtool >/dev/null 2>&1; then
+  sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+  $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 cargo build -p sensorpipe-worker --locked
 target/venv/bin/python -m pytest -q e2e

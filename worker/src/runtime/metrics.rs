@@ -178,6 +178,7 @@ impl Metrics {
             registry,
         };
         m.register()?;
+        m.initialise_known_series();
         Ok(m)
     }
 
@@ -209,6 +210,29 @@ impl Metrics {
         r.register(Box::new(self.zone_aggregate.clone()))?;
         r.register(Box::new(self.zone_gauges_dropped.clone()))?;
         Ok(())
+    }
+
+    /// Series of bounded, known label values exist from the start at 0, so rates and alerts work before the
+    /// first event (an absent series is not a zero).
+    fn initialise_known_series(&self) {
+        for reason in crate::reason::Reason::ALL {
+            self.dead_letters.with_label_values(&[reason.as_str()]);
+        }
+        for reason in ["within_allowed_lateness", "beyond_allowed_lateness"] {
+            self.late_records.with_label_values(&[reason]);
+        }
+        for kind in ["assign", "revoke", "lost"] {
+            self.rebalances.with_label_values(&[kind]);
+        }
+        for outcome in ["committed", "aborted", "failed"] {
+            self.transactions.with_label_values(&[outcome]);
+        }
+        for source in ["snapshot", "empty", "incompatible"] {
+            self.restores.with_label_values(&[source]);
+        }
+        for kind in ["transport", "timeout", "fenced", "unknown_topic", "auth", "queue_full", "other", "client"] {
+            self.kafka_errors.with_label_values(&[kind]);
+        }
     }
 
     /// Sets the facility gauges from a closed window, within the series limit.

@@ -1,0 +1,76 @@
+"""Runtime benchmark (not a test): N simulated readings on a local tansu broker, then the same data read by a
+count-only consumer and processed by `sensorpipe-worker run` (consume → engine → produce, exactly-once), one after
+the other in the same run. Prints rates, the ratio, CPU seconds and peak RSS. Run by scripts/bench-runtime.sh."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import subprocess
+import tempfile
+import time
+
+from brokers import tansu
+from kafka_io import create_topics, http_get, metric, stop, worker
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+RELEASE = ROOT / "target" / "release"
+
+
+def proc_stats(pid: int) -> tuple[float, int]:
+    """CPU seconds (user + system) and peak RSS in bytes of a live process."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    hwm = next(int(line.split()[1]) for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines()
+               if line.startswith("VmHWM:"))
+    return ticks / 100.0, hwm * 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sensors", type=int, default=1000)
+    ap.add_argument("--duration", default="12h", help="simulated span (records = sensors × span / 10 s)")
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--delivery", default="exactlyOnce")
+    args = ap.parse_args()
+    w = RELEASE / "sensorpipe-worker"
+    pipeline = ROOT / "examples" / "smart-building.yaml"
+    with tempfile.TemporaryDirectory() as tmp, tansu(pathlib.Path(tmp)) as bs:
+        work = pathlib.Path(tmp)
+        create_topics(bs, {"temperature_readings": args.partitions,
+                           **{f"building-a-{t}": args.partitions for t in ("anomalies", "aggregates",
+                                                                         "dead-letter", "state")}})
+        sim = subprocess.run([str(w), "simulate", "--sensors", str(args.sensors), "--duration", args.duration,
+                              "--topic", "temperature_readings", "--bootstrap-servers", bs],
+                             check=True, capture_output=True, text=True)
+        n = int(sim.stderr.split("produced ")[1].split()[0])
+        count = subprocess.run([str(RELEASE / "examples" / "count_consumer"), bs, "temperature_readings", str(n)],
+                               check=True, capture_output=True, text=True)
+        baseline = json.loads(count.stdout)
+        with worker(w, pipeline, bs, work / "worker.log", extra=["--delivery", args.delivery,
+                                                                "--snapshot-interval", "10s",
+                                                                "--commit-interval", "200ms"]) as (proc, port):
+            first = last = None
+            consumed = 0.0
+            deadline = time.monotonic() + 600
+            while consumed < n and time.monotonic() < deadline:
+                consumed = metric(http_get(port, "/metrics")[1], "sensorpipe_worker_records_consumed_total")
+                now = time.monotonic()
+                if consumed > 0 and first is None:
+                    first = (now, consumed)
+                last = (now, consumed)
+                time.sleep(0.05)
+            cpu, rss = proc_stats(proc.pid)
+        rate = (last[1] - first[1]) / max(last[0] - first[0], 1e-9)
+        print(json.dumps({
+            "records": n, "partitions": args.partitions, "sensors": args.sensors, "delivery": args.delivery,
+            "count_only_records_per_second": baseline["records_per_second"],
+            "worker_records_per_second": round(rate),
+            "ratio": round(rate / baseline["records_per_second"], 3),
+            "worker_cpu_seconds": cpu, "worker_peak_rss_mib": round(rss / 2**20, 1),
+        }))
+
+
+if __name__ == "__main__":
+    main()
