@@ -24,6 +24,8 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: list
+    producer_id: int = -1
+    producer_epoch: int = -1
 
 
 def _request(sock: socket.socket, proto: KafkaProtocol, request):
@@ -75,7 +77,8 @@ def committed_records(bootstrap: str, topic: str, partitions: int) -> dict[int, 
                             if r.commit:
                                 visible.extend(pending)
                         elif batch.is_transactional:
-                            open_txns.setdefault(pid, []).append(Record(r.offset, r.key, r.value, r.headers))
+                            open_txns.setdefault(pid, []).append(
+                                Record(r.offset, r.key, r.value, r.headers, pid, batch.producer_epoch))
                         else:
                             visible.append(Record(r.offset, r.key, r.value, r.headers))
                     # A batch may end in offsets without records (compaction); continue after it.

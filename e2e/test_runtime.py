@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import pathlib
 import signal
 import subprocess
@@ -58,6 +59,12 @@ def outputs_committed(bootstrap: str, partitions: int) -> dict[str, list]:
     for kind in ("anomalies", "aggregates"):
         recs = committed_records(bootstrap, TOPICS[kind], partitions)
         out[kind] = [json.loads(r.value) for rs in recs.values() for r in rs]
+        if os.environ.get("SENSORPIPE_E2E_DUMP"):
+            with open(os.environ["SENSORPIPE_E2E_DUMP"], "a") as f:
+                for p, rs in recs.items():
+                    for r in rs:
+                        f.write(f"{kind} p{p} @{r.offset} pid={r.producer_id} e={r.producer_epoch} "
+                                f"{json.loads(r.value)['id']}\n")
     recs = committed_records(bootstrap, TOPICS["dead_letters"], partitions)
     out["dead_letters"] = [dead_letter(r.headers, r.value) for rs in recs.values() for r in rs]
     return out

@@ -44,7 +44,9 @@ pub(crate) fn group_consumer(cfg: &RuntimeConfig) -> ClientConfig {
 }
 
 /// A consumer without a group for reading a partition range (state snapshots, replay of input).
-pub(crate) fn reader(cfg: &RuntimeConfig) -> ClientConfig {
+/// `committed_only`: read_committed (input, like the group consumer) or read_uncommitted (snapshots: any complete
+/// snapshot is valid for its offset, see restore.rs, and the last stable offset of some brokers lags).
+pub(crate) fn reader(cfg: &RuntimeConfig, committed_only: bool) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.bootstrap_servers)
         .set("client.id", format!("sensorpipe-{}-restore", cfg.name))
@@ -54,7 +56,7 @@ pub(crate) fn reader(cfg: &RuntimeConfig) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed");
+        .set("isolation.level", if committed_only { "read_committed" } else { "read_uncommitted" });
     c
 }
 

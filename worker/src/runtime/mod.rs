@@ -80,7 +80,7 @@ fn init_logging(json: bool) {
 
 /// Number of partitions of `topic`, with a message that says what to do when it is missing.
 fn partitions_of(cfg: &RuntimeConfig, topic: &str, timeout: Duration) -> anyhow::Result<i32> {
-    let probe: BaseConsumer = kafka::reader(cfg).create()?;
+    let probe: BaseConsumer = kafka::reader(cfg, true).create()?;
     let md = probe
         .fetch_metadata(Some(topic), timeout)
         .with_context(|| format!("cannot read metadata of topic {topic} from {}", cfg.bootstrap_servers))?;

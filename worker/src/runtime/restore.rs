@@ -88,18 +88,16 @@ struct Building {
 fn latest_snapshot(shared: &Shared, partition: i32, resume: i64) -> KafkaResult<Option<(i64, Vec<u8>)>> {
     let topic = &shared.cfg.topics.state;
     let state_partition = partition % shared.state_partitions.max(1);
-    let consumer: BaseConsumer = kafka::reader(&shared.cfg).create()?;
-    let (low, high) = consumer.fetch_watermarks(topic, state_partition, shared.kafka_timeout)?;
-    if high <= low {
-        return Ok(None);
-    }
+    // Read to the end, whatever the broker reports as its watermarks: tansu's last stable offset can lag behind
+    // committed snapshots, and a shortcut on it once restored an empty state over a committed one.
+    let consumer: BaseConsumer = kafka::reader(&shared.cfg, false).create()?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, state_partition, Offset::Beginning)?;
     consumer.assign(&tpl)?;
     let prefix = format!("p{partition}/");
     let mut best: Option<(i64, Vec<u8>)> = None;
     let mut building: Option<Building> = None;
-    for message in read_until(&consumer, high, shared.kafka_timeout) {
+    for message in read_until(&consumer, i64::MAX, shared.kafka_timeout) {
         let message = message?;
         let key = message.key().and_then(|k| std::str::from_utf8(k).ok()).unwrap_or_default();
         if !key.starts_with(&prefix) {
@@ -139,7 +137,7 @@ fn latest_snapshot(shared: &Shared, partition: i32, resume: i64) -> KafkaResult<
 
 /// Processes the input records `[from, to)` of `partition` into `engine`, discarding outputs.
 fn replay(shared: &Shared, partition: i32, from: i64, to: i64, engine: &mut PartitionEngine) -> KafkaResult<u64> {
-    let consumer: BaseConsumer = kafka::reader(&shared.cfg).create()?;
+    let consumer: BaseConsumer = kafka::reader(&shared.cfg, true).create()?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&shared.cfg.topics.input, partition, Offset::Offset(from))?;
     consumer.assign(&tpl)?;
