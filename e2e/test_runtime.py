@@ -6,6 +6,9 @@ All tests run on tansu: it supports transactions with transactional offset commi
 markers. No broker here filters aborted records for read_committed consumers, so exactly-once is verified by
 applying the markers to the raw log (committed_view.py). (The librdkafka 2.16 mock cluster cannot host these
 tests: it accepts TxnOffsetCommit but never applies the offsets to the group, so a restarted consumer starts over.)
+
+Diagnosis: with SENSORPIPE_E2E_DUMP=FILE, the committed outputs are listed there with partition, offset, producer
+id and epoch, to tell a duplicate (two producers) from a wrong value (a bad restore).
 """
 
 from __future__ import annotations
