@@ -8,7 +8,6 @@ import argparse
 import json
 import pathlib
 import subprocess
-import tempfile
 import time
 
 from brokers import tansu
@@ -36,11 +35,12 @@ def main() -> None:
     args = ap.parse_args()
     w = RELEASE / "sensorpipe-worker"
     pipeline = ROOT / "examples" / "smart-building.yaml"
-    with tempfile.TemporaryDirectory() as tmp, tansu(pathlib.Path(tmp)) as bs:
-        work = pathlib.Path(tmp)
+    work = ROOT / "target" / "bench-runtime"
+    work.mkdir(parents=True, exist_ok=True)
+    with tansu(work) as bs:
         create_topics(bs, {"temperature_readings": args.partitions,
-                           **{f"building-a-{t}": args.partitions for t in ("anomalies", "aggregates",
-                                                                         "dead-letter", "state")}})
+                           **{t: args.partitions for t in ("anomalies", "processed_data",
+                                                           "temperature_readings_dlq", "building-a-state")}})
         sim = subprocess.run([str(w), "simulate", "--sensors", str(args.sensors), "--duration", args.duration,
                               "--topic", "temperature_readings", "--bootstrap-servers", bs],
                              check=True, capture_output=True, text=True)
@@ -48,13 +48,14 @@ def main() -> None:
         count = subprocess.run([str(RELEASE / "examples" / "count_consumer"), bs, "temperature_readings", str(n)],
                                check=True, capture_output=True, text=True)
         baseline = json.loads(count.stdout)
-        with worker(w, pipeline, bs, work / "worker.log", extra=["--delivery", args.delivery,
-                                                                "--snapshot-interval", "10s",
-                                                                "--commit-interval", "200ms"]) as (proc, port):
+        with worker(w, pipeline, bs, work / "worker.log", extra=["--delivery", args.delivery],
+                    commit_interval="200ms", snapshot_interval="10s") as (proc, port):
             first = last = None
             consumed = 0.0
             deadline = time.monotonic() + 600
             while consumed < n and time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise SystemExit(f"worker exited with {proc.returncode}; log: {work / 'worker.log'}")
                 consumed = metric(http_get(port, "/metrics")[1], "sensorpipe_worker_records_consumed_total")
                 now = time.monotonic()
                 if consumed > 0 and first is None:
@@ -62,12 +63,16 @@ def main() -> None:
                 last = (now, consumed)
                 time.sleep(0.05)
             cpu, rss = proc_stats(proc.pid)
+            text = http_get(port, "/metrics")[1]
+            commits = metric(text, "sensorpipe_worker_commit_duration_seconds_count")
+            commit_seconds = metric(text, "sensorpipe_worker_commit_duration_seconds_sum")
         rate = (last[1] - first[1]) / max(last[0] - first[0], 1e-9)
         print(json.dumps({
             "records": n, "partitions": args.partitions, "sensors": args.sensors, "delivery": args.delivery,
             "count_only_records_per_second": baseline["records_per_second"],
             "worker_records_per_second": round(rate),
             "ratio": round(rate / baseline["records_per_second"], 3),
+            "commits": int(commits), "mean_commit_ms": round(1000 * commit_seconds / max(commits, 1), 1),
             "worker_cpu_seconds": cpu, "worker_peak_rss_mib": round(rss / 2**20, 1),
         }))
 

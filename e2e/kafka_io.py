@@ -65,11 +65,14 @@ def read_values(bootstrap: str, topic: str, partitions: int, **kw) -> list:
 
 @contextlib.contextmanager
 def worker(worker_bin: pathlib.Path, pipeline: pathlib.Path, bootstrap: str, log: pathlib.Path,
-           extra: list[str] = (), env: dict | None = None):
-    """A `sensorpipe-worker run` process; yields (process, metrics port). SIGTERM on exit."""
+           extra: list[str] = (), env: dict | None = None, commit_interval: str = "100ms",
+           snapshot_interval: str = "1s"):
+    """A `sensorpipe-worker run` process; yields (process, metrics port). SIGTERM on exit. Short intervals by
+    default, so tests see many commits and snapshots."""
     port = free_port()
     args = [str(worker_bin), "run", "-p", str(pipeline), "--bootstrap-servers", bootstrap,
-            "--http-addr", f"127.0.0.1:{port}", "--commit-interval", "100ms", "--snapshot-interval", "1s"]
+            "--http-addr", f"127.0.0.1:{port}", "--commit-interval", commit_interval,
+            "--snapshot-interval", snapshot_interval]
     for k, v in FAST_GROUP.items():
         args += ["--kafka-property", f"{k}={v}"]
     args += list(extra)
@@ -143,12 +146,17 @@ def wait_caught_up(bootstrap: str, group: str, topic: str, ends: dict[int, int],
                    watch=None) -> None:
     """Waits until the group has committed every partition up to `ends` (offset after the last record).
     `watch` is called on every poll, e.g. to restart crashed workers."""
+    last: dict[int, int] = {}
+
     def check():
         if watch:
             watch()
-        got = committed_offsets(bootstrap, group, topic, len(ends))
-        return all(got.get(p, -1) >= end for p, end in ends.items())
-    wait_until(check, timeout, f"group {group} to commit {ends}", interval=1.0)
+        last.update(committed_offsets(bootstrap, group, topic, len(ends)))
+        return all(last.get(p, -1) >= end for p, end in ends.items())
+    try:
+        wait_until(check, timeout, f"group {group} to commit {ends}", interval=1.0)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; last committed: {last}") from None
 
 
 def canonical(records: list[dict]) -> list[str]:

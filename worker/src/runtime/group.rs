@@ -113,6 +113,17 @@ impl ConsumerContext for GroupContext {
         for e in tpl.elements().iter().filter(|e| e.topic() == shared.cfg.topics.input) {
             tasks.map.entry(e.partition()).or_insert_with(|| PartitionTask::new(e.partition()));
         }
+        // Fence every new partition now, not at its first record: a crashed owner's open transactions are
+        // aborted at once, so they stop holding back read_committed readers of the outputs (the last stable
+        // offset), and no committed offset is read for a restore while another assigned partition still has a
+        // zombie transaction open (some brokers hide offsets committed after such a transaction began). A
+        // failure here is retried when the partition's first record is prepared.
+        for task in tasks.map.values_mut().filter(|t| t.producer.is_none()) {
+            if let Err(e) = task.ensure_producer(shared) {
+                shared.metrics.kafka_errors.with_label_values(&[kafka::error_kind(&e)]).inc();
+                tracing::warn!(partition = task.partition, error = %e, "fencing older owners failed; retried later");
+            }
+        }
         shared.metrics.assigned_partitions.set(tasks.map.len() as i64);
         shared.health.assigned.store(true, Ordering::Relaxed);
         tracing::info!(assigned = ?tasks.map.keys().collect::<Vec<_>>(), "partitions assigned");
