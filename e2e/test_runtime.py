@@ -31,8 +31,9 @@ from proxy import TcpProxy
 
 NAME = "building-a"
 INPUT = "temperature_readings"
-TOPICS = {"anomalies": f"{NAME}-anomalies", "aggregates": f"{NAME}-aggregates",
-          "dead_letters": f"{NAME}-dead-letter", "state": f"{NAME}-state"}
+# As named in examples/smart-building.yaml (the state topic is always `<name>-state`).
+TOPICS = {"anomalies": "anomalies", "aggregates": "processed_data",
+          "dead_letters": "temperature_readings_dlq", "state": f"{NAME}-state"}
 GROUP = f"sensorpipe-{NAME}"
 # 30 sensors, 6 simulated hours: 64 266 records with every episode kind, dead-letter reason and late record.
 SIMULATION = ["--sensors", "30", "--duration", "6h"]

@@ -15,18 +15,20 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "generated files are up to date"
 scripts/generate.sh --check
 
-step "Rust tests"
+step "Python virtualenv in target/venv (DuckDB, confluent-kafka, the tansu broker), promtool from Debian"
+scripts/venv.sh
+if ! command -v promtool >/dev/null 2>&1; then
+  sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+  $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
+step "Rust tests (the operator's reconcile tests start tansu from the virtualenv)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else
   cargo test --workspace --locked --no-fail-fast
 fi
 
-step "end-to-end tests (Python virtualenv in target/venv, promtool from Debian)"
-scripts/venv.sh
-if ! command -v promtool >/dev/null 2>&1; then
-  sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
-  $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-fi
+step "end-to-end tests"
 cargo build -p sensorpipe-worker --locked
 target/venv/bin/python -m pytest -q e2e

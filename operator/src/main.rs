@@ -1,7 +1,208 @@
-//! Entry point of the operator binary. The reconciler is not built yet: the binary says so and exits non-zero
-//! instead of pretending to run.
+//! Entry point of the operator binary: `run` the controller (with leader election), or print the `crd`.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("sensorpipe-operator {}: the controller is not implemented yet", env!("CARGO_PKG_VERSION"));
-    std::process::ExitCode::FAILURE
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::{Parser, Subcommand};
+use kube_lease_manager::LeaseManagerBuilder;
+use sensorpipe_operator::build::Defaults;
+use sensorpipe_operator::controller::{self, Context};
+use sensorpipe_operator::http::{self, Health};
+use sensorpipe_operator::metrics::Metrics;
+use sensorpipe_worker::model::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sensorpipe-operator",
+    version,
+    about = "Reconciles SensorPipeline resources into Kafka topics and workers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the controller against the cluster of the in-cluster config or $KUBECONFIG.
+    Run(RunArgs),
+    /// Print the SensorPipeline CustomResourceDefinition as YAML (what `crds/` holds).
+    Crd,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Worker image for pipelines that do not set `spec.workers.image`.
+    #[arg(long, env = "SENSORPIPE_WORKER_IMAGE")]
+    worker_image: String,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "SENSORPIPE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    /// Elect a leader through a Lease, so only one replica reconciles. Off: this process always reconciles.
+    #[arg(long, env = "SENSORPIPE_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Namespace of the leader Lease (default: the operator's own, from the service account, else `default`).
+    #[arg(long, env = "SENSORPIPE_LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(long, env = "SENSORPIPE_LEASE_NAME", default_value = "sensorpipe-operator")]
+    lease_name: String,
+    /// How long a leader holds the Lease without renewing it.
+    #[arg(long, env = "SENSORPIPE_LEASE_DURATION", default_value = "15s")]
+    lease_duration: Duration,
+    /// How often a healthy pipeline is observed again (lag, autoscaler, status).
+    #[arg(long, env = "SENSORPIPE_RESYNC", default_value = "15s")]
+    resync: Duration,
+    /// Timeout of each Kafka admin call.
+    #[arg(long, env = "SENSORPIPE_KAFKA_TIMEOUT", default_value = "10s")]
+    kafka_timeout: Duration,
+    /// Log as JSON lines.
+    #[arg(long, env = "SENSORPIPE_LOG_JSON")]
+    log_json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => match sensorpipe_operator::crd::crd_yaml() {
+            Ok(yaml) => {
+                #[allow(clippy::print_stdout)]
+                {
+                    print!("{yaml}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot render the CRD: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run(args) => {
+            init_logging(args.log_json);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "operator stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn,rdkafka=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json { builder.json().init() } else { builder.init() }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let metrics = Metrics::new()?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let server = tokio::spawn(http::serve(args.http_addr, Health { metrics: metrics.clone(), ready: ready.clone() }));
+    let client = kube::Client::try_default().await?;
+    client.apiserver_version().await?;
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!(addr = %args.http_addr, leader_election = args.leader_election, "sensorpipe-operator started");
+
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Defaults { worker_image: args.worker_image.clone() },
+        metrics.clone(),
+        args.kafka_timeout.into(),
+        args.resync.into(),
+    ));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = {
+        let rx = stop_rx.clone();
+        move || {
+            let mut rx = rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        }
+    };
+
+    if !args.leader_election {
+        metrics.leader.set(1);
+        controller::run(ctx, stopped()).await;
+        return Ok(());
+    }
+    let namespace = args.lease_namespace.clone().unwrap_or_else(own_namespace);
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("sensorpipe-operator-{}", std::process::id()));
+    let lease_seconds = std::time::Duration::from(args.lease_duration).as_secs().max(2);
+    let manager = LeaseManagerBuilder::new(client, &args.lease_name)
+        .with_namespace(&namespace)
+        .with_identity(&identity)
+        .with_duration(lease_seconds)
+        .with_grace(lease_seconds / 3)
+        .build()
+        .await?;
+    let (mut leader, lease_task) = manager.watch().await;
+    tracing::info!(lease = %args.lease_name, namespace, identity, "waiting for the leader lease");
+    let mut stop = stop_rx.clone();
+    let elected = tokio::select! {
+        r = leader.wait_for(|l| *l) => { r?; true }
+        _ = stop.wait_for(|s| *s) => false,
+    };
+    if !elected {
+        drop(leader);
+        let _ = lease_task.await;
+        return Ok(());
+    }
+    tracing::info!(identity, "leading: reconciling");
+    metrics.leader.set(1);
+    let mut lost = leader.clone();
+    let lost_or_stopped = {
+        let stopped = stopped();
+        async move {
+            tokio::select! {
+                _ = lost.wait_for(|l| !*l) => tracing::warn!("leader lease lost; stopping"),
+                _ = stopped => {},
+            }
+        }
+    };
+    controller::run(ctx, lost_or_stopped).await;
+    metrics.leader.set(0);
+    let lost = !*leader.borrow();
+    // Closing the channel releases the lease, so a standby takes over without waiting for it to expire.
+    drop(leader);
+    let _ = lease_task.await;
+    server.abort();
+    if lost && !*stop_rx.borrow() {
+        anyhow::bail!("lost the leader lease; exiting so a fresh start can compete for it again");
+    }
+    Ok(())
+}
+
+fn own_namespace() -> String {
+    std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "default".to_owned())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
 }

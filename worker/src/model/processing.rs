@@ -83,6 +83,15 @@ impl Severity {
 /// oscillating between the limit and the clear level never flap.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+// CEL rules (`x-kubernetes-validations`) let the API server reject these mistakes at `kubectl apply`; the same
+// checks run in `validate` for files that never meet an API server.
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.above) != has(self.below)", "message": "set exactly one of above and below"},
+    {"rule": "!has(self.clear) || !has(self.above) || self.clear <= self.above",
+     "message": "clear must be at or below the limit for an `above` rule"},
+    {"rule": "!has(self.clear) || !has(self.below) || self.clear >= self.below",
+     "message": "clear must be at or above the limit for a `below` rule"}
+]))]
 pub struct ThresholdRule {
     /// Rule name, unique in the pipeline (lowercase letters, digits, `-`, `_`); it names the anomalies it emits.
     pub name: String,
@@ -137,6 +146,7 @@ pub struct SpikeRule {
     /// Metric the rule watches; one of `input.fields.metrics`.
     pub metric: String,
     /// Change that counts as a spike, strictly exceeded, in the metric's unit (for example 10 for 10 °C). Positive.
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self > 0.0", "message": "delta must be positive"}]))]
     pub delta: f64,
     /// Time span the change must happen within, for example 5m.
     pub within: Duration,
@@ -197,6 +207,14 @@ fn default_functions() -> Vec<Function> {
 /// An event-time window, aligned to the Unix epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+// `duration()` is CEL's Go-style parser, which has no `d` unit: sizes written in days are left to `validate`.
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.type) && self.type == 'hopping' ? has(self.advance) : !has(self.advance)",
+     "message": "a hopping window needs advance; a tumbling window must not set it"},
+    {"rule": "self.size.contains('d') || duration(self.size) > duration('0s')", "message": "size must be positive"},
+    {"rule": "!has(self.advance) || self.size.contains('d') || self.advance.contains('d') || (duration(self.advance) > duration('0s') && duration(self.advance) <= duration(self.size))",
+     "message": "advance must be positive and at most size"}
+]))]
 pub struct Window {
     /// `tumbling` (default): back-to-back windows of `size`. `hopping`: windows of `size` starting every
     /// `advance`, so each reading falls into size/advance windows.

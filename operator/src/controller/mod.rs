@@ -1,0 +1,191 @@
+//! The controller: watches SensorPipelines (and the Deployments they own) and reconciles each as a pipeline —
+//! dereference (the only reads) → validate (pure) → topics → autoscaler → build (pure) → apply → status.
+//!
+//! Permanent failures (an invalid spec) get a Degraded condition and a Warning Event and wait for a change;
+//! transient ones (Kafka or the API unreachable) are retried with exponential backoff. A malformed object is
+//! caught by `DeserializeGuard` and reported on the object, so it never breaks the watch of the others.
+
+mod conflicts;
+mod deref;
+mod reconcile;
+pub mod status;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+
+pub use conflicts::claimed_by_others;
+pub use reconcile::{FIELD_MANAGER, FINALIZER, reconcile};
+
+use crate::autoscale::Autoscaler;
+use crate::build::Defaults;
+use crate::crd::SensorPipeline;
+use crate::metrics::Metrics;
+use crate::topics::{AdminError, KafkaAdmin};
+
+/// Why a reconcile failed (transient: retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Kafka(#[from] AdminError),
+    #[error("{0}")]
+    Secret(String),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+impl Error {
+    /// Bounded reason, for metric labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "KubeApi",
+            Error::Kafka(e) => e.reason(),
+            Error::Secret(_) => "SecretMissing",
+            Error::Finalizer(_) => "Finalizer",
+        }
+    }
+}
+
+/// What the operator remembers about a pipeline between reconciles (lost on restart, which costs one
+/// observation window of autoscaler history).
+#[derive(Debug, Default)]
+pub(crate) struct Memory {
+    pub autoscaler: Autoscaler,
+    /// (when, committed offsets summed) at the previous lag observation, for throughput.
+    pub last_committed: Option<(Instant, i64)>,
+    pub failures: u32,
+}
+
+/// Shared state of the controller.
+pub struct Context {
+    pub client: Client,
+    pub defaults: Defaults,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    /// Timeout of each Kafka admin call.
+    pub kafka_timeout: Duration,
+    /// How often a healthy pipeline is observed again (lag, autoscaler, status).
+    pub resync: Duration,
+    memory: Mutex<HashMap<String, Memory>>,
+    admins: Mutex<HashMap<u64, KafkaAdmin>>,
+    service_monitor: Mutex<Option<(Instant, bool)>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("defaults", &self.defaults).finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        defaults: Defaults,
+        metrics: Metrics,
+        kafka_timeout: Duration,
+        resync: Duration,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter { controller: "sensorpipe-operator".into(), instance: std::env::var("POD_NAME").ok() },
+        );
+        Self {
+            client,
+            defaults,
+            metrics,
+            recorder,
+            kafka_timeout,
+            resync,
+            memory: Mutex::default(),
+            admins: Mutex::default(),
+            service_monitor: Mutex::default(),
+        }
+    }
+
+    pub(crate) fn memory<T>(&self, key: &str, f: impl FnOnce(&mut Memory) -> T) -> T {
+        let mut all = self.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(all.entry(key.to_owned()).or_default())
+    }
+
+    pub(crate) fn forget(&self, key: &str) {
+        self.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
+        self.metrics.forget(key);
+    }
+
+    /// One admin client per distinct connection settings, reused across reconciles.
+    pub(crate) fn admin(
+        &self,
+        properties: &std::collections::BTreeMap<String, String>,
+    ) -> Result<KafkaAdmin, AdminError> {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for (k, v) in properties {
+            h.update(k.as_bytes());
+            h.update(&[0]);
+            h.update(v.as_bytes());
+            h.update(&[0]);
+        }
+        let key = h.digest();
+        let mut admins = self.admins.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(a) = admins.get(&key) {
+            return Ok(a.clone());
+        }
+        let admin = KafkaAdmin::new(properties, self.kafka_timeout)?;
+        admins.insert(key, admin.clone());
+        Ok(admin)
+    }
+
+    /// Whether the cluster serves the Prometheus Operator's ServiceMonitor (checked at most every 5 minutes).
+    pub(crate) async fn has_service_monitor(&self) -> bool {
+        if let Some((at, yes)) = *self.service_monitor.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+            && at.elapsed() < Duration::from_secs(300)
+        {
+            return yes;
+        }
+        let yes = match self.client.list_api_group_resources("monitoring.coreos.com/v1").await {
+            Ok(list) => list.resources.iter().any(|r| r.kind == "ServiceMonitor"),
+            Err(_) => false,
+        };
+        *self.service_monitor.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now(), yes));
+        yes
+    }
+}
+
+/// Retries a failed reconcile with exponential backoff (5 s doubling, at most 5 minutes).
+pub fn error_policy(sp: Arc<DeserializeGuard<SensorPipeline>>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = reconcile::key_of(sp.as_ref());
+    ctx.metrics.reconcile_errors.with_label_values(&[&key, error.reason()]).inc();
+    let failures = ctx.memory(&key, |m| {
+        m.failures = m.failures.saturating_add(1);
+        m.failures
+    });
+    let delay =
+        Duration::from_secs(5u64.saturating_mul(1 << failures.min(6).saturating_sub(1))).min(Duration::from_secs(300));
+    tracing::warn!(pipeline = %key, error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let pipelines = Api::<DeserializeGuard<SensorPipeline>>::all(ctx.client.clone());
+    let deployments = Api::<Deployment>::all(ctx.client.clone());
+    Controller::new(pipelines, watcher::Config::default().any_semantic())
+        .owns(deployments, watcher::Config::default().labels("app.kubernetes.io/managed-by=sensorpipe-operator"))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+}
