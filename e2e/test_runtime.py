@@ -228,7 +228,12 @@ def test_rebalance_one_three_one_exactly_once(worker_bin, example_pipeline, work
             assert producer.wait(timeout=120) == 0
             seal_partitions(bs, INPUT, PARTITIONS)
             inputs = input_by_partition(bs, PARTITIONS)
-            wait_caught_up(bs, GROUP, INPUT, ends_of(inputs), timeout=240)
+            try:
+                wait_caught_up(bs, GROUP, INPUT, ends_of(inputs), timeout=240)
+            except AssertionError as e:
+                lag = [line for line in http_get(port0, "/metrics")[1].splitlines()
+                       if line.startswith(("sensorpipe_worker_consumer_lag_records{", "sensorpipe_worker_transactions"))]
+                raise AssertionError(f"{e}; the remaining worker reports: {lag}") from None
             rebalances = http_get(port0, "/metrics")[1]
         finally:
             for ctx in extra:

@@ -115,3 +115,60 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exercised() -> Metrics {
+        let m = Metrics::new().unwrap();
+        let p = "facilities/building-a";
+        m.reconciles.with_label_values(&[p]).inc();
+        m.reconcile_duration.with_label_values(&[p]).observe(0.2);
+        m.reconcile_errors.with_label_values(&[p, "KafkaUnavailable"]).inc();
+        m.lag_records.with_label_values(&[p]).set(1200);
+        m.lag_seconds.with_label_values(&[p]).set(4.5);
+        m.throughput.with_label_values(&[p]).set(800.0);
+        m.desired_replicas.with_label_values(&[p]).set(3);
+        m.ready_replicas.with_label_values(&[p]).set(2);
+        m.scale_events.with_label_values(&[p, "ScaleUp"]).inc();
+        m.leader.set(1);
+        m
+    }
+
+    /// docs/operator.md lists exactly the exported families.
+    #[test]
+    fn documented_metrics_are_the_exported_ones() {
+        let docs = include_str!("../../docs/operator.md");
+        let documented: std::collections::BTreeSet<&str> = docs
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `sensorpipe_operator_"))
+            .filter_map(|rest| rest.split('`').next())
+            .collect();
+        let exported: std::collections::BTreeSet<String> = exercised()
+            .registry
+            .gather()
+            .iter()
+            .map(|f| f.name().trim_start_matches("sensorpipe_operator_").to_owned())
+            .collect();
+        let exported: std::collections::BTreeSet<&str> = exported.iter().map(String::as_str).collect();
+        assert_eq!(documented, exported);
+    }
+
+    /// Prometheus' own linter accepts the exposition (installed by scripts/test.sh from Debian's prometheus).
+    #[test]
+    fn promtool_finds_nothing_to_lint() {
+        use std::io::Write;
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool not found: install Debian's prometheus package (scripts/test.sh does)");
+        child.stdin.take().unwrap().write_all(exercised().render().as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text.trim().is_empty(), "{text}");
+    }
+}
