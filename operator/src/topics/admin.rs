@@ -292,6 +292,7 @@ impl KafkaAdmin {
             }
             let committed = consumer.committed_offsets(tpl, timeout).map_err(|e| classify("committed offsets", e))?;
             let mut lag = Lag::default();
+            let mut lagging = TopicPartitionList::new();
             for p in partitions {
                 let (low, high) =
                     consumer.fetch_watermarks(&topic, p, timeout).map_err(|e| classify("end offsets", e))?;
@@ -304,13 +305,15 @@ impl KafkaAdmin {
                 lag.records += (high - from).max(0);
                 lag.committed_total += position.max(0);
                 lag.partitions.insert(p, (position, high));
-                if high > from
-                    && let Some(ts) = timestamp_at(&consumer, &topic, p, from, timeout)
-                {
-                    let age = (now_ms - ts).max(0);
-                    lag.oldest_unprocessed_ms = Some(lag.oldest_unprocessed_ms.map_or(age, |a| a.max(age)));
+                if high > from {
+                    lagging
+                        .add_partition_offset(&topic, p, Offset::Offset(from))
+                        .map_err(|e| classify("offsets", e))?;
                 }
             }
+            let now_ms = now_ms;
+            lag.oldest_unprocessed_ms = oldest_timestamp(&consumer, &lagging, timeout.min(Duration::from_secs(3)))
+                .map(|ts| (now_ms - ts).max(0));
             Ok(lag)
         })
         .await
@@ -318,17 +321,23 @@ impl KafkaAdmin {
     }
 }
 
-/// The timestamp of the record at `offset` (the oldest unprocessed one), if it can be read in time.
-fn timestamp_at(consumer: &BaseConsumer, topic: &str, partition: i32, offset: i64, timeout: Duration) -> Option<i64> {
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(offset)).ok()?;
-    consumer.assign(&tpl).ok()?;
-    let deadline = std::time::Instant::now() + timeout;
-    while std::time::Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) if m.partition() == partition => return m.timestamp().to_millis(),
-            Some(_) | None => {}
+/// The oldest timestamp among the first records at the given positions (the oldest unprocessed record), read
+/// within `budget` for all partitions together, so a slow or empty fetch cannot stall a reconcile.
+fn oldest_timestamp(consumer: &BaseConsumer, positions: &TopicPartitionList, budget: Duration) -> Option<i64> {
+    if positions.count() == 0 {
+        return None;
+    }
+    consumer.assign(positions).ok()?;
+    let mut pending: std::collections::BTreeSet<i32> = positions.elements().iter().map(|e| e.partition()).collect();
+    let mut oldest: Option<i64> = None;
+    let deadline = std::time::Instant::now() + budget;
+    while !pending.is_empty() && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100))
+            && pending.remove(&m.partition())
+            && let Some(ts) = m.timestamp().to_millis()
+        {
+            oldest = Some(oldest.map_or(ts, |o| o.min(ts)));
         }
     }
-    None
+    oldest
 }
