@@ -69,11 +69,12 @@ pub(crate) fn producer(cfg: &RuntimeConfig, transactional_id: Option<&str>) -> C
         .set("linger.ms", "5")
         .set("compression.type", "lz4")
         .set("message.max.bytes", "1048576");
-    if cfg.delivery == Delivery::AtLeastOnce {
-        c.set("message.timeout.ms", "0");
-    }
     let mut c = with_user(c, cfg);
     c.set("enable.idempotence", "true");
+    if cfg.delivery == Delivery::AtLeastOnce {
+        // After the user's properties: a delivery timeout would drop outputs whose input offsets then commit.
+        c.set("message.timeout.ms", "0");
+    }
     if let Some(id) = transactional_id {
         c.set("transactional.id", id);
     }
