@@ -50,12 +50,17 @@ pub(crate) fn reader(cfg: &RuntimeConfig, committed_only: bool) -> ClientConfig 
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.bootstrap_servers)
         .set("client.id", format!("sensorpipe-{}-restore", cfg.name))
-        .set("fetch.queue.backoff.ms", "1");
+        .set("fetch.queue.backoff.ms", "1")
+        // A restore reads to the end of a partition; the default 500 ms fetch wait made each end-of-partition cost
+        // half a second, and a restore several of them while its partition's processing stood still.
+        .set("fetch.wait.max.ms", "10");
     let mut c = with_user(c, cfg);
     c.set("group.id", format!("{}-restore", cfg.group_id))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
+        // An offset that retention removed meanwhile resumes at the oldest record, never at the end.
+        .set("auto.offset.reset", "earliest")
         .set("isolation.level", if committed_only { "read_committed" } else { "read_uncommitted" });
     c
 }
@@ -176,9 +181,20 @@ pub(crate) fn headers(pairs: &[(&str, &[u8])]) -> OwnedHeaders {
 
 /// Flushes a producer; `Ok(false)` when the timeout passed with records still unacknowledged.
 pub(crate) fn flush(producer: &OutputProducer, timeout: Duration) -> KafkaResult<bool> {
-    match producer.flush(timeout) {
-        Ok(()) => Ok(true),
-        Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => Ok(false),
-        Err(e) => Err(e),
+    // rdkafka's `flush` waits for delivery reports in 100 ms polls, which made every commit take ≥ 100 ms and
+    // capped a worker at a few batches per second. Sending at once (a zero-timeout flush) and then serving the
+    // reports in 1 ms polls ends as soon as the last output is acknowledged.
+    match producer.flush(Duration::ZERO) {
+        Ok(()) => return Ok(true),
+        Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => {}
+        Err(e) => return Err(e),
     }
+    let deadline = std::time::Instant::now() + timeout;
+    while producer.in_flight_count() > 0 {
+        if std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        producer.poll(Duration::from_millis(1));
+    }
+    Ok(true)
 }

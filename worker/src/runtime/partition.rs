@@ -209,6 +209,10 @@ impl PartitionTask {
             .add_partition_offset(&shared.cfg.topics.input, self.partition, Offset::Offset(next))
             .map_err(CommitError::Aborted)?;
         producer.send_offsets_to_transaction(&offsets, group, shared.kafka_timeout).map_err(classify)?;
+        // Outputs acknowledged first, so the flush inside `commit_transaction` has nothing left to wait for.
+        if !kafka::flush(producer, shared.kafka_timeout).map_err(CommitError::Aborted)? {
+            return Err(CommitError::Retry(KafkaError::Flush(rdkafka::types::RDKafkaErrorCode::OperationTimedOut)));
+        }
         producer.commit_transaction(shared.kafka_timeout).map_err(classify)?;
         shared.metrics.commit_duration.observe(started.elapsed().as_secs_f64());
         shared.metrics.transactions.with_label_values(&["committed"]).inc();

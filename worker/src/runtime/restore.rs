@@ -91,8 +91,11 @@ fn latest_snapshot(shared: &Shared, partition: i32, resume: i64) -> KafkaResult<
     // Read to the end, whatever the broker reports as its watermarks: tansu's last stable offset can lag behind
     // committed snapshots, and a shortcut on it once restored an empty state over a committed one.
     let consumer: BaseConsumer = kafka::reader(&shared.cfg, false).create()?;
+    // From the low watermark as an explicit offset: assigning `Beginning` costs librdkafka an extra half-second
+    // offset lookup per restore (measured on tansu: 513 ms to the end of an empty partition, 14 ms this way).
+    let (low, _) = consumer.fetch_watermarks(topic, state_partition, shared.kafka_timeout)?;
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, state_partition, Offset::Beginning)?;
+    tpl.add_partition_offset(topic, state_partition, Offset::Offset(low.max(0)))?;
     consumer.assign(&tpl)?;
     let prefix = format!("p{partition}/");
     let mut best: Option<(i64, Vec<u8>)> = None;
@@ -173,7 +176,7 @@ fn read_until<'a>(
     end: i64,
     idle: Duration,
 ) -> impl Iterator<Item = KafkaResult<rdkafka::message::BorrowedMessage<'a>>> + 'a {
-    const SETTLE: Duration = Duration::from_millis(300);
+    const SETTLE: Duration = Duration::from_millis(100);
     let mut last_progress = Instant::now();
     let mut eof_at: Option<Instant> = None;
     let mut done = false;
