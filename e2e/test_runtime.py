@@ -146,7 +146,10 @@ def check_metrics_exposition(text: str) -> None:
 def kill9_loop(worker_bin, pipeline, bs, work, extra, kills: int) -> None:
     """Runs one worker while a producer writes at a rate; kills it with SIGKILL `kills` times mid-run, restarting
     it each time; then lets the last one finish."""
-    producer = simulate(worker_bin, bs, rate=8000, background=True)
+    # 64 266 records at 1 500/s take ~43 s: longer than three kill cycles (a restarted worker waits ~11 s for the
+    # group to drop its killed predecessor), so every kill lands while input still arrives. (At 8 000/s a fast
+    # worker had consumed everything before the second kill, and its successor had nothing to commit.)
+    producer = simulate(worker_bin, bs, rate=1500, background=True)
     procs = []
     try:
         for i in range(kills + 1):
