@@ -238,8 +238,8 @@ mod tests {
         lags.extend(vec![0; 30]);
         let got = run(&spec(), &lags, 10, 1);
         let peak = *got.iter().max().unwrap();
-        let first_down =
-            got.iter().position(|&r| r < peak && got.iter().position(|&x| x == peak).unwrap() < got.len()).unwrap();
+        let peak_at = got.iter().position(|&r| r == peak).unwrap();
+        let first_down = peak_at + got[peak_at..].iter().position(|&r| r < peak).unwrap();
         // Lag ends at sample 8; the window (60 s) forgets it by sample 12; 300 s more is 20 samples.
         assert!(first_down >= 8 + 20, "scaled down at sample {first_down}: {got:?}");
         assert_eq!(got.last(), Some(&1));
