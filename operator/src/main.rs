@@ -37,6 +37,11 @@ struct RunArgs {
     /// Worker image for pipelines that do not set `spec.workers.image`.
     #[arg(long, env = "SENSORPIPE_WORKER_IMAGE")]
     worker_image: String,
+    /// Give each pipeline a ServiceMonitor for its workers when the cluster serves the Prometheus Operator's CRD.
+    /// Turn off when another scrape config (such as the chart's PodMonitor) covers the workers; existing ones are
+    /// then deleted.
+    #[arg(long, env = "SENSORPIPE_WORKER_SERVICE_MONITORS", default_value_t = true, action = clap::ArgAction::Set)]
+    worker_service_monitors: bool,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "SENSORPIPE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
@@ -117,7 +122,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let ctx = Arc::new(Context::new(
         client.clone(),
-        Defaults { worker_image: args.worker_image.clone() },
+        Defaults { worker_image: args.worker_image.clone(), service_monitors: args.worker_service_monitors },
         metrics.clone(),
         args.kafka_timeout.into(),
         args.resync.into(),

@@ -15,6 +15,7 @@ pub struct Metrics {
     pub desired_replicas: IntGaugeVec,
     pub ready_replicas: IntGaugeVec,
     pub scale_events: IntCounterVec,
+    pub condition: IntGaugeVec,
     pub leader: prometheus::IntGauge,
 }
 
@@ -77,6 +78,14 @@ impl Metrics {
                 ),
                 &["pipeline", "reason"],
             )?,
+            condition: IntGaugeVec::new(
+                Opts::new(
+                    "sensorpipe_operator_pipeline_condition",
+                    "1 while the pipeline's status condition is True, else 0, by condition (Ready, TopicsReady, \
+                     WorkersReady, Autoscaling, Degraded).",
+                ),
+                &["pipeline", "condition"],
+            )?,
             leader: prometheus::IntGauge::new(
                 "sensorpipe_operator_leader",
                 "1 while this operator instance holds the leader lease and reconciles, else 0.",
@@ -92,7 +101,9 @@ impl Metrics {
         m.registry.register(Box::new(m.desired_replicas.clone()))?;
         m.registry.register(Box::new(m.ready_replicas.clone()))?;
         m.registry.register(Box::new(m.scale_events.clone()))?;
+        m.registry.register(Box::new(m.condition.clone()))?;
         m.registry.register(Box::new(m.leader.clone()))?;
+        m.registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(m)
     }
 
@@ -103,6 +114,9 @@ impl Metrics {
         }
         for g in [&self.lag_seconds, &self.throughput] {
             let _ = g.remove_label_values(&[pipeline]);
+        }
+        for c in crate::crd::condition_types::ALL {
+            let _ = self.condition.remove_label_values(&[pipeline, c]);
         }
     }
 
@@ -132,6 +146,7 @@ mod tests {
         m.desired_replicas.with_label_values(&[p]).set(3);
         m.ready_replicas.with_label_values(&[p]).set(2);
         m.scale_events.with_label_values(&[p, "ScaleUp"]).inc();
+        m.condition.with_label_values(&[p, "Ready"]).set(1);
         m.leader.set(1);
         m
     }
@@ -149,7 +164,7 @@ mod tests {
             .registry
             .gather()
             .iter()
-            .map(|f| f.name().trim_start_matches("sensorpipe_operator_").to_owned())
+            .filter_map(|f| f.name().strip_prefix("sensorpipe_operator_").map(str::to_owned))
             .collect();
         let exported: std::collections::BTreeSet<&str> = exported.iter().map(String::as_str).collect();
         assert_eq!(documented, exported);

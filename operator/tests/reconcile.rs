@@ -83,7 +83,7 @@ impl Harness {
         let client = builder.build().await.unwrap();
         let ctx = Arc::new(Context::new(
             client.clone(),
-            Defaults { worker_image: "sensorpipe-worker:test".into() },
+            Defaults { worker_image: "sensorpipe-worker:test".into(), service_monitors: true },
             Metrics::new().unwrap(),
             Duration::from_secs(3),
             Duration::from_secs(15),

@@ -174,3 +174,26 @@ fn bad_records_never_stop_the_partition() {
     e.flush(&mut out);
     assert!(out.anomalies.iter().any(|a| a.rule == "overheat"));
 }
+
+#[test]
+fn open_episodes_are_counted_per_rule_until_they_resolve() {
+    let rules = format!(
+        "{OVERHEAT}  spikes:\n  - {{name: jump, metric: temperature, delta: 10, within: 5m}}\n  silence: {{name: quiet, \
+         timeout: 60s}}\n"
+    );
+    let p = pipeline(&spec("{maxOutOfOrderness: 0s}", &rules));
+    let mut engine = p.engine();
+    let mut out = Outputs::default();
+    // "a" overheats at once (also a jump from 20), "b" stays normal, "c" goes silent after its first reading.
+    for (sensor, t, v) in [("a", 0.0, 20.0), ("b", 0.0, 20.0), ("c", 0.0, 20.0), ("a", 10.0, 35.0), ("b", 10.0, 21.0)] {
+        engine.process(&reading(sensor, T0 + t, v, "z"), &mut out);
+    }
+    for t in (20..=120).step_by(10) {
+        engine.process(&reading("b", T0 + f64::from(t), 21.0, "z"), &mut out);
+    }
+    assert_eq!(engine.active_anomalies(), vec![("hot", 1), ("jump", 1), ("quiet", 2)], "{:#?}", out.anomalies);
+    // "a" comes back to normal and reports again; "c" stays silent.
+    engine.process(&reading("a", T0 + 130.0, 25.0, "z"), &mut out);
+    engine.process(&reading("b", T0 + 140.0, 21.0, "z"), &mut out);
+    assert_eq!(engine.active_anomalies(), vec![("hot", 0), ("jump", 0), ("quiet", 1)], "{:#?}", out.anomalies);
+}

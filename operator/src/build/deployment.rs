@@ -204,7 +204,7 @@ mod tests {
     use crate::build::fixtures;
 
     fn defaults() -> Defaults {
-        Defaults { worker_image: "sensorpipe-worker:0.1.0".to_owned() }
+        Defaults { worker_image: "sensorpipe-worker:0.1.0".to_owned(), service_monitors: true }
     }
 
     fn env_of(d: &Deployment) -> BTreeMap<String, EnvVar> {

@@ -27,6 +27,9 @@ use crate::validate::ValidPipeline;
 pub struct Defaults {
     /// Worker image when `spec.workers.image` is not set.
     pub worker_image: String,
+    /// Give each pipeline a ServiceMonitor when the cluster serves the kind. Off when something else scrapes the
+    /// workers (the chart's PodMonitor), so no worker is scraped twice.
+    pub service_monitors: bool,
 }
 
 /// Every object of one pipeline, in the order they are applied.

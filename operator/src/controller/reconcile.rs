@@ -82,7 +82,7 @@ async fn report_malformed(
         ..Observed::default()
     };
     let api: Api<SensorPipeline> = Api::namespaced(ctx.client.clone(), &guard.namespace().unwrap_or_default());
-    write_status(&api, &guard.name_any(), None, &observed).await?;
+    write_status(ctx, &key, &api, &guard.name_any(), None, &observed).await?;
     let reference = guard.object_ref(&());
     publish(ctx, &reference, EventType::Warning, "InvalidSpec", &message).await;
     Ok(Action::await_change())
@@ -108,12 +108,18 @@ async fn publish(
 }
 
 async fn write_status(
+    ctx: &Context,
+    key: &str,
     api: &Api<SensorPipeline>,
     name: &str,
     previous: Option<&crate::crd::SensorPipelineStatus>,
     observed: &Observed,
 ) -> Result<(), Error> {
     let status = compute(previous, observed, &now_rfc3339());
+    for c in &status.conditions {
+        let value = i64::from(c.status == crate::crd::ConditionStatus::True);
+        ctx.metrics.condition.with_label_values(&[key, &c.type_]).set(value);
+    }
     if previous == Some(&status) {
         return Ok(());
     }
@@ -151,7 +157,7 @@ async fn apply(sp: &SensorPipeline, ctx: &Context) -> Result<Action, Error> {
                 publish(ctx, &reference, EventType::Warning, "InvalidSpec", &message).await;
             }
             observed.invalid = Some(Problem { reason: "InvalidSpec", message });
-            write_status(&api, &name, previous, &observed).await?;
+            write_status(ctx, &key, &api, &name, previous, &observed).await?;
             return Ok(Action::await_change());
         }
     };
@@ -170,7 +176,7 @@ async fn apply(sp: &SensorPipeline, ctx: &Context) -> Result<Action, Error> {
         Ok(p) => p,
         Err(e) => {
             observed.topic_problems.push(Problem { reason: "SecretMissing", message: e.to_string() });
-            write_status(&api, &name, previous, &observed).await?;
+            write_status(ctx, &key, &api, &name, previous, &observed).await?;
             return Err(e);
         }
     };
@@ -317,10 +323,17 @@ async fn apply(sp: &SensorPipeline, ctx: &Context) -> Result<Action, Error> {
         .any(|p| matches!(p.reason, "InputTopicMissing" | "KafkaUnavailable" | "SecretMissing"))
         || (existing.is_none() && !observed.topic_problems.is_empty());
     if !blocked {
-        let objects = build::build(&valid, &ctx.defaults, desired, ctx.has_service_monitor().await);
-        if let Err(e) = apply_objects(ctx, &namespace, &objects).await {
+        let served = ctx.has_service_monitor().await;
+        let objects = build::build(&valid, &ctx.defaults, desired, served && ctx.defaults.service_monitors);
+        let mut applied = apply_objects(ctx, &namespace, &objects).await;
+        if applied.is_ok() && served && !ctx.defaults.service_monitors {
+            applied = delete_service_monitor(ctx, &namespace, &worker_name).await;
+        }
+        if let Err(e) = applied {
             observed.problems.push(Problem { reason: "ApplyFailed", message: e.to_string() });
             write_status(
+                ctx,
+                &key,
                 &api,
                 &name,
                 previous,
@@ -337,7 +350,7 @@ async fn apply(sp: &SensorPipeline, ctx: &Context) -> Result<Action, Error> {
     for p in observed.topic_problems.iter().chain(&observed.problems) {
         ctx.metrics.reconcile_errors.with_label_values(&[&key, p.reason]).inc();
     }
-    write_status(&api, &name, previous, &observed).await?;
+    write_status(ctx, &key, &api, &name, previous, &observed).await?;
     match kafka_error {
         Some(e) => Err(e),
         None => Ok(Action::requeue(ctx.resync)),
@@ -383,6 +396,16 @@ async fn apply_objects(ctx: &Context, namespace: &str, o: &Objects) -> Result<()
         .patch(&name(&o.deployment.metadata), &pp, &Patch::Apply(&o.deployment))
         .await?;
     Ok(())
+}
+
+/// Removes the ServiceMonitor an earlier configuration created (gone is success).
+async fn delete_service_monitor(ctx: &Context, namespace: &str, name: &str) -> Result<(), Error> {
+    let api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), namespace, &build::service_monitor_resource());
+    match api.delete(name, &kube::api::DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Deletion: in-cluster children go with the owner references; Kafka topics and the consumer group only with

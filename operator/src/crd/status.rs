@@ -15,6 +15,8 @@ pub mod condition_types {
     pub const AUTOSCALING: &str = "Autoscaling";
     /// Something needs the user's attention: an invalid spec, a conflict, an unsupported change, Kafka down.
     pub const DEGRADED: &str = "Degraded";
+    /// Every type above.
+    pub const ALL: [&str; 5] = [READY, TOPICS_READY, WORKERS_READY, AUTOSCALING, DEGRADED];
 }
 
 /// Summary of the pipeline's state.

@@ -205,6 +205,24 @@ impl PartitionEngine {
         self.stats.late_for_rules
     }
 
+    /// Open episodes per rule (sensors firing a threshold or spike rule, or silent), in plan order: thresholds,
+    /// spikes, silence. For the "currently firing" gauges; walks every sensor, so call it per scrape interval.
+    pub fn active_anomalies(&self) -> Vec<(&str, usize)> {
+        let plan = &*self.plan;
+        let sensors = &self.state.sensor_state;
+        let mut out = Vec::with_capacity(plan.thresholds.len() + plan.spikes.len() + 1);
+        for (i, rule) in plan.thresholds.iter().enumerate() {
+            out.push((rule.name.as_str(), sensors.iter().filter(|s| s.thresholds[i].is_firing()).count()));
+        }
+        for (i, rule) in plan.spikes.iter().enumerate() {
+            out.push((rule.name.as_str(), sensors.iter().filter(|s| s.spikes[i].is_firing()).count()));
+        }
+        if let Some(rule) = &plan.silence {
+            out.push((rule.name.as_str(), sensors.iter().filter(|s| s.silent).count()));
+        }
+        out
+    }
+
     pub fn stats(&self) -> EngineStats {
         EngineStats {
             buffered: self.state.reorder.len(),

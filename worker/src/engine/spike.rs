@@ -37,6 +37,11 @@ fn pop_front_older_than(d: &mut Deque, oldest: i64) {
 pub(crate) type SpikeTransition = (AnomalyState, Option<(i64, f64)>);
 
 impl SpikeState {
+    /// An episode is open (fired and not resolved yet).
+    pub(crate) fn is_firing(&self) -> bool {
+        self.active
+    }
+
     /// Reads the oldest entry of each deque: brings the state, and a spilled deque's heap buffer, into cache
     /// ahead of [`Self::observe`] (see `touch_sensor_states`).
     pub(crate) fn touch(&self) -> i64 {

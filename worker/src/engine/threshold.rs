@@ -25,6 +25,11 @@ pub(crate) struct ThresholdState {
 }
 
 impl ThresholdState {
+    /// An episode is open (fired and not resolved yet).
+    pub(crate) fn is_firing(&self) -> bool {
+        self.phase == Phase::Firing
+    }
+
     /// Feeds one reading (in event-time order) and returns the transition it causes, if any.
     pub(crate) fn observe(&mut self, plan: &ThresholdPlan, ts: i64, value: f64) -> Option<AnomalyState> {
         let breaching = if plan.above { value > plan.limit } else { value < plan.limit };

@@ -31,6 +31,7 @@ pub struct Metrics {
     pub open_windows: IntGaugeVec,
     pub buffered_readings: IntGaugeVec,
     pub sensors: IntGaugeVec,
+    pub active_anomalies: IntGaugeVec,
     pub assigned_partitions: IntGauge,
     pub rebalances: IntCounterVec,
     pub transactions: IntCounterVec,
@@ -41,8 +42,10 @@ pub struct Metrics {
     pub kafka_errors: IntCounterVec,
     pub up: Gauge,
     zone_aggregate: GaugeVec,
+    zone_anomalies: IntCounterVec,
     zone_gauges_dropped: IntCounter,
     zone_series: Mutex<HashSet<[String; 4]>>,
+    zone_anomaly_series: Mutex<HashSet<[String; 3]>>,
     zone_limit: usize,
 }
 
@@ -130,6 +133,13 @@ impl Metrics {
                 &["partition"],
             )?,
             sensors: IntGaugeVec::new(opts("sensors", "Sensors known to the engine state."), &["partition"])?,
+            active_anomalies: IntGaugeVec::new(
+                opts(
+                    "active_anomalies",
+                    "Open anomaly episodes: sensors firing a threshold or spike rule, or silent, by rule.",
+                ),
+                &["partition", "rule"],
+            )?,
             assigned_partitions: IntGauge::with_opts(opts("assigned_partitions", "Input partitions owned now."))?,
             rebalances: IntCounterVec::new(
                 opts("rebalances_total", "Consumer group rebalance events, by kind (assign, revoke, lost)."),
@@ -169,11 +179,17 @@ impl Metrics {
                 opts("zone_aggregate", "Latest closed window value per zone (or other group) of an aggregation."),
                 &["aggregation", "zone", "metric", "function"],
             )?,
+            zone_anomalies: IntCounterVec::new(
+                opts("zone_anomalies_total", "Anomaly records emitted per zone, by rule and state (firing, resolved)."),
+                &["zone", "rule", "state"],
+            )?,
             zone_gauges_dropped: IntCounter::with_opts(opts(
                 "zone_gauges_dropped_total",
-                "Aggregate values not exported as gauges because --zone-gauge-limit series exist.",
+                "Zone series (aggregate gauges, zone anomaly counters) not exported because --zone-gauge-limit \
+                 series of that family exist.",
             ))?,
             zone_series: Mutex::new(HashSet::new()),
+            zone_anomaly_series: Mutex::new(HashSet::new()),
             zone_limit,
             registry,
         };
@@ -198,6 +214,7 @@ impl Metrics {
         r.register(Box::new(self.open_windows.clone()))?;
         r.register(Box::new(self.buffered_readings.clone()))?;
         r.register(Box::new(self.sensors.clone()))?;
+        r.register(Box::new(self.active_anomalies.clone()))?;
         r.register(Box::new(self.assigned_partitions.clone()))?;
         r.register(Box::new(self.rebalances.clone()))?;
         r.register(Box::new(self.transactions.clone()))?;
@@ -208,7 +225,10 @@ impl Metrics {
         r.register(Box::new(self.kafka_errors.clone()))?;
         r.register(Box::new(self.up.clone()))?;
         r.register(Box::new(self.zone_aggregate.clone()))?;
+        r.register(Box::new(self.zone_anomalies.clone()))?;
         r.register(Box::new(self.zone_gauges_dropped.clone()))?;
+        // process_* (start time, CPU, memory, open files): restarts and resource use per worker.
+        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(())
     }
 
@@ -258,6 +278,21 @@ impl Metrics {
         }
     }
 
+    /// Counts an anomaly under its zone (an anomaly without one counts under `""`), within the series limit.
+    pub fn observe_zone_anomaly(&self, zone: Option<&str>, rule: &str, state: &str) {
+        let zone = zone.unwrap_or("");
+        let Ok(mut series) = self.zone_anomaly_series.lock() else { return };
+        let key = [zone.to_owned(), rule.to_owned(), state.to_owned()];
+        if !series.contains(&key) {
+            if series.len() >= self.zone_limit {
+                self.zone_gauges_dropped.inc();
+                return;
+            }
+            series.insert(key);
+        }
+        self.zone_anomalies.with_label_values(&[zone, rule, state]).inc();
+    }
+
     /// Drops the per-partition series of a partition this worker no longer owns.
     pub fn forget_partition(&self, topic: &str, partition: i32) {
         let p = partition.to_string();
@@ -267,6 +302,18 @@ impl Metrics {
         let _ = self.open_windows.remove_label_values(&[&p]);
         let _ = self.buffered_readings.remove_label_values(&[&p]);
         let _ = self.sensors.remove_label_values(&[&p]);
+        use prometheus::core::Collector;
+        let rules: Vec<String> = self
+            .active_anomalies
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .filter(|m| m.get_label().iter().any(|l| l.name() == "partition" && l.value() == p))
+            .filter_map(|m| m.get_label().iter().find(|l| l.name() == "rule").map(|l| l.value().to_owned()))
+            .collect();
+        for rule in rules {
+            let _ = self.active_anomalies.remove_label_values(&[&p, &rule]);
+        }
     }
 
     /// The text exposition format.
@@ -315,5 +362,30 @@ mod tests {
         assert_eq!(value(&[r#"zone="floor-1""#, r#"function="count""#]).as_deref(), Some("3"));
         assert!(!text.contains("floor-2"), "{text}");
         assert_eq!(m.zone_gauges_dropped.get(), 2);
+    }
+
+    #[test]
+    fn zone_anomaly_counters_are_capped_too() {
+        let m = Metrics::new("p", 2).unwrap();
+        m.observe_zone_anomaly(Some("floor-1"), "overheat", "firing");
+        m.observe_zone_anomaly(Some("floor-1"), "overheat", "firing");
+        m.observe_zone_anomaly(None, "sensor-silent", "firing");
+        m.observe_zone_anomaly(Some("floor-2"), "overheat", "firing");
+        assert_eq!(m.zone_anomalies.with_label_values(&["floor-1", "overheat", "firing"]).get(), 2);
+        assert_eq!(m.zone_anomalies.with_label_values(&["", "sensor-silent", "firing"]).get(), 1);
+        assert_eq!(m.zone_gauges_dropped.get(), 1);
+    }
+
+    #[test]
+    fn a_revoked_partition_loses_its_active_anomaly_series_and_only_those() {
+        let m = Metrics::new("p", 10).unwrap();
+        m.active_anomalies.with_label_values(&["0", "overheat"]).set(2);
+        m.active_anomalies.with_label_values(&["0", "sensor-silent"]).set(1);
+        m.active_anomalies.with_label_values(&["1", "overheat"]).set(3);
+        m.forget_partition("temperature_readings", 0);
+        let text = String::from_utf8(m.render()).unwrap();
+        let series: Vec<&str> = text.lines().filter(|l| l.starts_with("sensorpipe_worker_active_anomalies{")).collect();
+        assert_eq!(series.len(), 1, "{text}");
+        assert!(series[0].contains(r#"partition="1""#) && series[0].ends_with(" 3"), "{text}");
     }
 }

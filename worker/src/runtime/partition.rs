@@ -274,6 +274,9 @@ impl PartitionTask {
             m.open_windows.with_label_values(&[&p]).set(stats.open_windows as i64);
             m.buffered_readings.with_label_values(&[&p]).set(stats.buffered as i64);
             m.sensors.with_label_values(&[&p]).set(stats.sensors as i64);
+            for (rule, open) in engine.active_anomalies() {
+                m.active_anomalies.with_label_values(&[&p, rule]).set(open as i64);
+            }
         }
     }
 }
@@ -304,6 +307,7 @@ fn emit(
         serde_json::to_writer(&mut *value, a).map_err(|e| KafkaError::MessageProduction(json_error(&e)))?;
         kafka::send(producer, &topics.anomalies, None, Some(a.sensor.as_bytes()), value, None)?;
         m.anomalies.with_label_values(&[&a.rule, a.severity.as_str(), a.state.as_str()]).inc();
+        m.observe_zone_anomaly(a.zone.as_deref(), &a.rule, a.state.as_str());
         m.event_to_emit.with_label_values(&["anomaly"]).observe(since(a.event_time));
     }
     for a in &out.aggregates {
