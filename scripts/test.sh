@@ -12,15 +12,15 @@ cargo fmt --all --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "generated files are up to date"
-scripts/generate.sh --check
-
-step "Python virtualenv in target/venv (DuckDB, confluent-kafka, the tansu broker), promtool from Debian"
+step "Python virtualenv in target/venv (DuckDB, confluent-kafka, the tansu broker, the Helm engine), Prometheus and promtool from Debian"
 scripts/venv.sh
-if ! command -v promtool >/dev/null 2>&1; then
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
   sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
   $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
+
+step "generated files are up to date (CRD, record schemas, the chart's CRD copy, dashboards, values table)"
+scripts/generate.sh --check
 
 step "Rust tests (the operator's reconcile tests start tansu from the virtualenv)"
 if cargo nextest --version >/dev/null 2>&1; then
@@ -29,6 +29,6 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 
-step "end-to-end tests"
-cargo build -p sensorpipe-worker --locked
+step "end-to-end tests (runtime, chart, alert rules, dashboards against a real Prometheus)"
+cargo build -p sensorpipe-worker -p sensorpipe-operator --locked
 target/venv/bin/python -m pytest -q e2e

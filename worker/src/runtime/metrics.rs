@@ -255,6 +255,19 @@ impl Metrics {
         }
     }
 
+    /// The per-topic series of this pipeline's topics, at 0 from the start (like `initialise_known_series`), so a
+    /// "failed deliveries" panel or alert has a series before the first failure.
+    pub fn initialise_topics(&self, topics: &super::config::Topics) {
+        for outcome in ["reading", "dead_letter"] {
+            self.records_consumed.with_label_values(&[&topics.input, outcome]);
+        }
+        for topic in [&topics.anomalies, &topics.aggregates, &topics.dead_letter, &topics.state] {
+            for outcome in ["delivered", "failed"] {
+                self.records_produced.with_label_values(&[topic, outcome]);
+            }
+        }
+    }
+
     /// Sets the facility gauges from a closed window, within the series limit.
     pub fn observe_aggregate(&self, a: &Aggregate) {
         let zone = a.key.as_deref().unwrap_or("");

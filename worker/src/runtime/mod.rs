@@ -101,6 +101,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let def = load_pipeline_file(&args.pipeline)?;
     let pipeline = Pipeline::new(&def).map_err(|e| anyhow::anyhow!("invalid pipeline:\n{e}"))?;
     let metrics = Arc::new(Metrics::new(&cfg.name, cfg.zone_gauge_limit)?);
+    metrics.initialise_topics(&cfg.topics);
     let health = Arc::new(Health::default());
     let kafka_timeout = Duration::from_secs(30);
     tracing::info!(
