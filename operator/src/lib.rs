@@ -7,6 +7,7 @@ pub mod build;
 pub mod controller;
 pub mod crd;
 pub mod http;
+pub mod local;
 pub mod metrics;
 pub mod topics;
 pub mod validate;

@@ -1,0 +1,153 @@
+//! The worker replicas of one-machine mode: `sensorpipe-worker run` processes in one consumer group, as the
+//! operator's Deployment would run them, each serving its Prometheus metrics on its own loopback port. Each runs
+//! in its own process group, so a Ctrl-C in the terminal reaches this process only and the workers are stopped in
+//! order (SIGTERM: they finish their batch and commit).
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// How to start the workers.
+#[derive(Clone, Debug)]
+pub struct WorkerSettings {
+    pub binary: PathBuf,
+    pub pipeline: PathBuf,
+    pub bootstrap: String,
+    pub group_id: String,
+    /// `Some("atLeastOnce")` on the embedded broker; `None` leaves the pipeline's choice.
+    pub delivery: Option<&'static str>,
+    pub kafka_properties: Vec<String>,
+    pub log_dir: PathBuf,
+}
+
+/// One running worker.
+#[derive(Debug)]
+pub struct Worker {
+    pub index: usize,
+    pub metrics: SocketAddr,
+    pub log: PathBuf,
+    child: Child,
+}
+
+/// The worker binary: `--worker-bin`, else `sensorpipe-worker` next to this executable, else on the PATH.
+pub fn find_binary(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_owned();
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("sensorpipe-worker")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("sensorpipe-worker"))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Worker {
+    pub fn start(index: usize, s: &WorkerSettings) -> anyhow::Result<Self> {
+        let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let log = s.log_dir.join(format!("worker-{index}.log"));
+        let out = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let mut cmd = Command::new(&s.binary);
+        cmd.arg("run")
+            .arg("--pipeline")
+            .arg(&s.pipeline)
+            .args(["--bootstrap-servers", &s.bootstrap, "--group-id", &s.group_id])
+            .args(["--http-addr", &metrics.to_string()])
+            // A restarted or added worker joins within seconds instead of the 45 s default session timeout.
+            .args(["--kafka-property", "session.timeout.ms=6000"]);
+        if let Some(d) = s.delivery {
+            cmd.args(["--delivery", d]);
+        }
+        for p in &s.kafka_properties {
+            cmd.args(["--kafka-property", p]);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("cannot start {} (set --worker-bin)", s.binary.display()))?;
+        Ok(Self { index, metrics, log, child })
+    }
+
+    /// Whether `/readyz` answers 200 (partitions assigned, no restore running).
+    pub async fn ready(&self) -> bool {
+        matches!(get(self.metrics, "/readyz").await, Some((200, _)))
+    }
+
+    /// The worker's exposition, if it answers.
+    pub async fn metrics_text(&self) -> Option<String> {
+        get(self.metrics, "/metrics").await.map(|(_, body)| body)
+    }
+
+    /// The exit status if the worker has stopped.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`.
+    pub fn stop(mut self, grace: Duration) {
+        if self.exited().is_some() {
+            return;
+        }
+        let pid = Pid::from_raw(self.child.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if self.exited().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET on a worker's loopback endpoint: status and body, `None` when it does not answer within 2 s.
+async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let url = format!("http://{addr}{path}");
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(2)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut response = agent.get(&url).call().ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.body_mut().read_to_string().ok()?))
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Sum of a metric family's samples in an exposition (all label sets).
+pub fn sum_metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{' | b' ')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_every_series_of_one_family_only() {
+        let text = "# TYPE x_total counter\nx_total{a=\"1\"} 2\nx_total{a=\"2\"} 3.5\nx_total_other 100\nx_totals 7\n";
+        assert!((sum_metric(text, "x_total") - 5.5).abs() < 1e-9);
+        assert!(sum_metric(text, "missing").abs() < 1e-9);
+    }
+}
