@@ -12,11 +12,14 @@ cargo fmt --all --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "Python virtualenv in target/venv (DuckDB, confluent-kafka, the tansu broker, the Helm engine), Prometheus and promtool from Debian"
+step "Python virtualenv in target/venv (DuckDB, confluent-kafka, the tansu broker, the Helm engine); Prometheus, promtool and Chromium from Debian"
 scripts/venv.sh
-if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+missing=()
+command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if (( ${#missing[@]} )); then
   sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
-  $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 step "generated files are up to date (CRD, record schemas, the chart's CRD copy, dashboards, values table)"
@@ -29,6 +32,6 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 
-step "end-to-end tests (runtime, chart, alert rules, dashboards against a real Prometheus)"
+step "end-to-end tests (runtime, one-machine mode and its page in Chromium, chart, alert rules, dashboards against a real Prometheus)"
 cargo build -p sensorpipe-worker -p sensorpipe-operator --locked
 target/venv/bin/python -m pytest -q e2e

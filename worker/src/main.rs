@@ -236,6 +236,7 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
             topic: topic.clone(),
             rate: a.rate,
             kafka,
+            key_field: "sensor_id".to_owned(),
         };
         let mut writer = TopicWriter::new(&target)?;
         let started = std::time::Instant::now();

@@ -116,7 +116,7 @@ fn describe(a: &Anomaly) -> String {
     let metric = a.metric.as_deref().unwrap_or_default();
     match (a.kind, a.value, a.baseline) {
         (AnomalyKind::Spike, Some(v), Some(from)) => format!("{metric} {from:.1} → {v:.1} (change over {})", a.limit),
-        (AnomalyKind::Spike, Some(v), None) => format!("{metric} {v:.1} (change over {} ended)", a.limit),
+        (AnomalyKind::Spike, Some(v), None) => format!("{metric} {v:.1} (change back under {})", a.limit),
         (AnomalyKind::Threshold, Some(v), _) => format!("{metric} {v:.1} (limit {})", a.limit),
         (AnomalyKind::Silence, _, _) => format!("no reading for {} s", a.limit),
         (_, None, _) => String::new(),

@@ -62,7 +62,7 @@ pub struct RunArgs {
     /// Seed of the simulation (the same seed gives the same readings).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Produce JSON lines from this file (`-`: standard input) to the input topic, keyed by `sensor_id`.
+    /// Produce JSON lines from this file (`-`: standard input) to the input topic, keyed by the sensor id field.
     #[arg(long, value_name = "FILE")]
     pub input: Option<String>,
     /// Address of the live page.
@@ -189,6 +189,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 Source::Lines(_) => None,
             },
             kafka: broker.properties().into_iter().filter(|(k, _)| k != "bootstrap.servers").collect(),
+            key_field: sp.spec.input.format.fields.sensor_id.clone(),
         };
         let stop = input_stop.clone();
         std::thread::spawn(move || {

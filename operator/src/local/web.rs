@@ -1,6 +1,6 @@
-//! The live page of one-machine mode on 127.0.0.1: `/` is one self-contained HTML file (no CDN, no build step),
-//! `/api/state` the current state as JSON, and `/events` a Server-Sent Events stream of every change, so the page
-//! updates without reloading.
+//! The live page of one-machine mode on 127.0.0.1: `/` is one self-contained HTML file (no CDN, no build step)
+//! with the current state inlined, `/api/state` the current state as JSON, and `/events` a Server-Sent Events
+//! stream of every change, so the page updates without reloading.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -33,11 +33,18 @@ pub async fn bind(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let app = Router::new()
-        .route("/", get(|| async { Html(PAGE) }))
+        .route("/", get(page))
         .route("/api/state", get(state))
         .route("/events", get(events))
         .with_state(Shared { live, updates });
     Ok((bound, async move { axum::serve(listener, app).await }))
+}
+
+/// The page with the current state inlined, so it renders complete on load (then follows `/events`).
+async fn page(State(s): State<Shared>) -> Html<String> {
+    let snapshot = s.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).snapshot().to_string();
+    // Inside <script>, `</` could end the element early; `<\/` is the same string to JavaScript.
+    Html(PAGE.replacen("/*INITIAL_STATE*/null", &snapshot.replace("</", "<\\/"), 1))
 }
 
 async fn state(State(s): State<Shared>) -> impl IntoResponse {

@@ -17,12 +17,16 @@ pub struct ProduceTarget {
     /// Records per second; `None` is as fast as the broker takes them.
     pub rate: Option<f64>,
     pub kafka: BTreeMap<String, String>,
+    /// The JSON field whose value keys each record (the pipeline's `fields.sensorId`), so one sensor's readings
+    /// stay in one partition, in order.
+    pub key_field: String,
 }
 
 /// A rate-limited producer of JSON lines.
 pub struct TopicWriter {
     producer: BaseProducer,
     topic: String,
+    key_field: String,
     rate: Option<f64>,
     started: Instant,
     sent: u64,
@@ -45,6 +49,16 @@ enum SensorId<'a> {
 struct KeyProbe<'a> {
     #[serde(borrow, default)]
     sensor_id: Option<SensorId<'a>>,
+}
+
+/// The value of `field` as key bytes, for any field name (slower than [`sensor_key`]: the whole object is read).
+fn field_key(line: &[u8], field: &str) -> Option<Vec<u8>> {
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line).ok()?;
+    Some(match object.get(field)? {
+        serde_json::Value::String(s) => s.clone().into_bytes(),
+        serde_json::Value::Number(n) => n.to_string().into_bytes(),
+        _ => return None,
+    })
 }
 
 /// The sensor id of a simulated line as key bytes: the string's text, or the number as written.
@@ -70,6 +84,7 @@ impl TopicWriter {
         Ok(Self {
             producer: c.create()?,
             topic: target.topic.clone(),
+            key_field: target.key_field.clone(),
             rate: target.rate.filter(|r| *r > 0.0),
             started: Instant::now(),
             sent: 0,
@@ -85,7 +100,7 @@ impl TopicWriter {
                 std::thread::sleep(due - elapsed);
             }
         }
-        let key = sensor_key(line);
+        let key = if self.key_field == "sensor_id" { sensor_key(line) } else { field_key(line, &self.key_field) };
         let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic).payload(line);
         if let Some(k) = key.as_deref() {
             record = record.key(k);
@@ -124,5 +139,13 @@ mod tests {
         assert_eq!(sensor_key(br#"{"temperature":1,"sensor_id":42}"#), Some(b"42".to_vec()));
         assert_eq!(sensor_key(br#"{"temperature":1}"#), None);
         assert_eq!(sensor_key(b"not json"), None);
+    }
+
+    #[test]
+    fn any_field_can_be_the_key() {
+        assert_eq!(field_key(br#"{"device":"d-7","t":1}"#, "device"), Some(b"d-7".to_vec()));
+        assert_eq!(field_key(br#"{"device":7}"#, "device"), Some(b"7".to_vec()));
+        assert_eq!(field_key(br#"{"device":null}"#, "device"), None);
+        assert_eq!(field_key(br#"{"sensor_id":"x"}"#, "device"), None);
     }
 }
