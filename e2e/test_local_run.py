@@ -240,3 +240,41 @@ def test_on_a_real_broker_with_bootstrap_servers(sensorpipe_bin, worker_bin, exa
             if r.proc.poll() is None:
                 r.proc.kill()
                 r.proc.wait()
+
+
+def worker_pids(log_dir: pathlib.Path) -> list[int]:
+    """Worker processes started by the run whose logs go to `log_dir` (their pipeline path is shared, not the
+    log dir, so they are found through the files they hold open)."""
+    pids = []
+    for proc in pathlib.Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(str(log_dir) in str(fd.readlink()) for fd in (proc / "fd").iterdir()):
+                cmd = (proc / "cmdline").read_bytes()
+                if b"sensorpipe-worker" in cmd:
+                    pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_a_dead_worker_is_restarted_and_no_worker_outlives_a_killed_run(sensorpipe_bin, example_pipeline,
+                                                                         tmp_path):
+    r = Run(sensorpipe_bin, example_pipeline, tmp_path, ["--replicas", "2", "--quiet"])
+    try:
+        wait_until(lambda: r.said(r"2 workers ready") or r.proc.poll() is not None, 60, "workers ready")
+        first = worker_pids(tmp_path)
+        assert len(first) == 2, first
+        subprocess.run(["kill", "-9", str(first[0])], check=True)
+        wait_until(lambda: r.said(r"exited .*restarting it"), 10, "the run to notice")
+        wait_until(lambda: r.state()["stats"]["ready_replicas"] == 2 and len(worker_pids(tmp_path)) == 2, 60,
+                   "the worker to be back")
+        # SIGKILL leaves the run no time to stop its workers: they notice the parent is gone and stop.
+        r.proc.kill()
+        r.proc.wait()
+        wait_until(lambda: not worker_pids(tmp_path), 15, "the workers to stop after their parent")
+    finally:
+        if r.proc.poll() is None:
+            r.proc.kill()
+            r.proc.wait()

@@ -221,8 +221,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let mut stats = Stats { replicas: pool.len() as u32, ..Stats::default() };
         let mut processed = 0.0;
         for w in &mut pool {
+            // Like a Deployment: a worker that died is started again (its partitions wait in the group meanwhile).
             if let Some(status) = w.exited() {
-                say(&format!("worker {} exited ({status}); its log: {}", w.index, w.log.display()));
+                say(&format!("worker {} exited ({status}); restarting it. Its log: {}", w.index, w.log.display()));
+                match Worker::start(w.index, &settings) {
+                    Ok(fresh) => {
+                        say(&format!("  worker {}: metrics http://{}/metrics", fresh.index, fresh.metrics));
+                        *w = fresh;
+                    }
+                    Err(e) => say(&format!("error: cannot restart worker {}: {e:#}", w.index)),
+                }
+                continue;
             }
             if w.ready().await {
                 stats.ready_replicas += 1;

@@ -1,7 +1,8 @@
 //! The worker replicas of one-machine mode: `sensorpipe-worker run` processes in one consumer group, as the
 //! operator's Deployment would run them, each serving its Prometheus metrics on its own loopback port. Each runs
 //! in its own process group, so a Ctrl-C in the terminal reaches this process only and the workers are stopped in
-//! order (SIGTERM: they finish their batch and commit).
+//! order (SIGTERM: they finish their batch and commit); with `--parent-pid` they exit by themselves if this process
+//! dies without stopping them.
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt as _;
@@ -55,13 +56,20 @@ impl Worker {
     pub fn start(index: usize, s: &WorkerSettings) -> anyhow::Result<Self> {
         let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let log = s.log_dir.join(format!("worker-{index}.log"));
-        let out = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        // Appended to, so a restarted worker's log follows the one that died.
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
         let mut cmd = Command::new(&s.binary);
         cmd.arg("run")
             .arg("--pipeline")
             .arg(&s.pipeline)
             .args(["--bootstrap-servers", &s.bootstrap, "--group-id", &s.group_id])
             .args(["--http-addr", &metrics.to_string()])
+            // Workers stop when this process is gone, even after a SIGKILL that leaves no time to stop them.
+            .args(["--parent-pid", &std::process::id().to_string()])
             // A restarted or added worker joins within seconds instead of the 45 s default session timeout.
             .args(["--kafka-property", "session.timeout.ms=6000"]);
         if let Some(d) = s.delivery {

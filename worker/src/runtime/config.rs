@@ -99,6 +99,10 @@ pub struct RunArgs {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "SENSORPIPE_LOG_JSON")]
     pub log_json: bool,
+    /// Exit when this process is no longer our parent: `sensorpipe run` sets it, so its workers never outlive
+    /// it, even when it is killed with SIGKILL.
+    #[arg(long, env = "SENSORPIPE_PARENT_PID", hide = true)]
+    pub parent_pid: Option<u32>,
 }
 
 /// Output and internal topics of one pipeline.

@@ -124,8 +124,17 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         let _ = stopped_http.await;
     }));
     let signal_health = health.clone();
+    let parent = args.parent_pid;
     runtime.spawn(async move {
-        wait_for_signal().await;
+        tokio::select! {
+            () = wait_for_signal() => {}
+            () = parent_gone(parent) => {
+                // No orderly stop: the parent may have taken the (embedded) broker with it, and a commit would
+                // wait for it. Nothing is lost: the last batch's input offsets are not committed either.
+                tracing::error!("the parent process is gone; exiting");
+                std::process::exit(1);
+            }
+        }
         tracing::info!("stop requested");
         signal_health.stopping.store(true, Ordering::Relaxed);
     });
@@ -138,6 +147,17 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let _ = stop_http.send(());
     let _ = runtime.block_on(server);
     result.map_err(Into::into)
+}
+
+/// Resolves when `parent` is set and is no longer this process's parent (it exited; we were re-parented).
+async fn parent_gone(parent: Option<u32>) {
+    let Some(parent) = parent else { return std::future::pending().await };
+    loop {
+        if std::os::unix::process::parent_id() != parent {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 async fn wait_for_signal() {
