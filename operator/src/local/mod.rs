@@ -166,7 +166,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
 
     // Input starts once every worker has its partitions, so the first readings are not replayed by a rebalance.
-    wait_ready(&mut pool, Duration::from_secs(60)).await?;
+    wait_ready(&mut pool, partitions, Duration::from_secs(60)).await?;
     say(&format!("{} workers ready", pool.len()));
     let input_stop = Arc::new(AtomicBool::new(false));
     let source = match (&args.simulate, &args.input) {
@@ -282,10 +282,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_ready(pool: &mut [Worker], timeout: Duration) -> anyhow::Result<()> {
+/// Waits until every worker is ready and together they own all `partitions`: a worker is ready as soon as it
+/// has some partitions, and the group may still be handing the rest to the others.
+async fn wait_ready(pool: &mut [Worker], partitions: usize, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
-        let mut ready = 0;
+        let (mut ready, mut assigned) = (0, 0.0);
         for w in pool.iter_mut() {
             if let Some(status) = w.exited() {
                 bail!("worker {} exited ({status}) before it was ready; its log: {}", w.index, w.log.display());
@@ -293,12 +295,19 @@ async fn wait_ready(pool: &mut [Worker], timeout: Duration) -> anyhow::Result<()
             if w.ready().await {
                 ready += 1;
             }
+            if let Some(text) = w.metrics_text().await {
+                assigned += sum_metric(&text, "sensorpipe_worker_assigned_partitions");
+            }
         }
-        if ready == pool.len() {
+        if ready == pool.len() && assigned as usize == partitions {
             return Ok(());
         }
         if Instant::now() > deadline {
-            say(&format!("warning: only {ready} of {} workers ready after {timeout:?}; starting anyway", pool.len()));
+            say(&format!(
+                "warning: {ready} of {} workers ready, {assigned} of {partitions} partitions assigned after \
+                 {timeout:?}; starting anyway",
+                pool.len()
+            ));
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
