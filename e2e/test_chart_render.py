@@ -275,3 +275,17 @@ def test_notes_give_the_next_steps():
         assert step in notes, step
     quiet = render(VALUE_SETS["monitoring-values.yaml"])["sensorpipe/templates/NOTES.txt"]
     assert "does not scrape the operator" not in quiet and "Alert rules are off" not in quiet
+
+
+@pytest.mark.parametrize("values_file", sorted(VALUE_SETS))
+def test_the_operator_starts_with_the_environment_the_chart_gives_it(values_file, operator_help, tmp_path):
+    """Every value the chart passes parses: the operator gets as far as looking for the Kubernetes API (absent
+    here), so a bad duration or boolean in the chart would fail this first."""
+    import os
+    container = one(objects(VALUE_SETS[values_file]), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    env |= {"PATH": os.environ["PATH"], "KUBECONFIG": str(tmp_path / "absent"), "SENSORPIPE_HTTP_ADDR": "127.0.0.1:0"}
+    out = subprocess.run([str(ROOT / "target" / "debug" / "sensorpipe-operator"), *container["args"]], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1, out.stderr
+    assert "kubeconfig" in out.stderr and "error: invalid value" not in out.stderr, out.stderr[-2000:]
