@@ -45,29 +45,46 @@ enum SensorId<'a> {
     Number(serde_json::Number),
 }
 
-#[derive(serde::Deserialize)]
-struct KeyProbe<'a> {
-    #[serde(borrow, default)]
-    sensor_id: Option<SensorId<'a>>,
-}
-
-/// The value of `field` as key bytes, for any field name (slower than [`sensor_key`]: the whole object is read).
-fn field_key(line: &[u8], field: &str) -> Option<Vec<u8>> {
-    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line).ok()?;
-    Some(match object.get(field)? {
-        serde_json::Value::String(s) => s.clone().into_bytes(),
-        serde_json::Value::Number(n) => n.to_string().into_bytes(),
-        _ => return None,
-    })
-}
-
-/// The sensor id of a simulated line as key bytes: the string's text, or the number as written.
-fn sensor_key(line: &[u8]) -> Option<Vec<u8>> {
-    let probe: KeyProbe<'_> = serde_json::from_slice(line).ok()?;
-    Some(match probe.sensor_id? {
+/// The value of `field` in a JSON object line as key bytes: a string's text, or a number as written. Only that
+/// field's value is decoded; the others are skipped without allocating.
+fn sensor_key(line: &[u8], field: &str) -> Option<Vec<u8>> {
+    let mut de = serde_json::Deserializer::from_slice(line);
+    let id = serde::de::DeserializeSeed::deserialize(FieldOf(field), &mut de).ok().flatten()?;
+    Some(match id {
         SensorId::Text(t) => t.into_owned().into_bytes(),
         SensorId::Number(n) => n.to_string().into_bytes(),
     })
+}
+
+/// Reads one object, keeping the value of one field.
+struct FieldOf<'f>(&'f str);
+
+impl<'de> serde::de::DeserializeSeed<'de> for FieldOf<'_> {
+    type Value = Option<SensorId<'de>>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FieldOf<'_> {
+    type Value = Option<SensorId<'de>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == self.0 {
+                found = map.next_value::<Option<SensorId<'de>>>().ok().flatten();
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
 }
 
 impl TopicWriter {
@@ -100,7 +117,7 @@ impl TopicWriter {
                 std::thread::sleep(due - elapsed);
             }
         }
-        let key = if self.key_field == "sensor_id" { sensor_key(line) } else { field_key(line, &self.key_field) };
+        let key = sensor_key(line, &self.key_field);
         let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic).payload(line);
         if let Some(k) = key.as_deref() {
             record = record.key(k);
@@ -135,17 +152,18 @@ mod tests {
 
     #[test]
     fn keys_are_the_sensor_id_text() {
-        assert_eq!(sensor_key(br#"{"sensor_id":"room_101","temperature":1}"#), Some(b"room_101".to_vec()));
-        assert_eq!(sensor_key(br#"{"temperature":1,"sensor_id":42}"#), Some(b"42".to_vec()));
-        assert_eq!(sensor_key(br#"{"temperature":1}"#), None);
-        assert_eq!(sensor_key(b"not json"), None);
+        assert_eq!(sensor_key(br#"{"sensor_id":"room_101","temperature":1}"#, "sensor_id"), Some(b"room_101".to_vec()));
+        assert_eq!(sensor_key(br#"{"temperature":1,"sensor_id":42}"#, "sensor_id"), Some(b"42".to_vec()));
+        assert_eq!(sensor_key(br#"{"temperature":1}"#, "sensor_id"), None);
+        assert_eq!(sensor_key(b"not json", "sensor_id"), None);
     }
 
     #[test]
     fn any_field_can_be_the_key() {
-        assert_eq!(field_key(br#"{"device":"d-7","t":1}"#, "device"), Some(b"d-7".to_vec()));
-        assert_eq!(field_key(br#"{"device":7}"#, "device"), Some(b"7".to_vec()));
-        assert_eq!(field_key(br#"{"device":null}"#, "device"), None);
-        assert_eq!(field_key(br#"{"sensor_id":"x"}"#, "device"), None);
+        assert_eq!(sensor_key(br#"{"device":"d-7","t":{"a":[1,2]}}"#, "device"), Some(b"d-7".to_vec()));
+        assert_eq!(sensor_key(br#"{"device":7}"#, "device"), Some(b"7".to_vec()));
+        assert_eq!(sensor_key(br#"{"device":null}"#, "device"), None);
+        assert_eq!(sensor_key(br#"{"sensor_id":"x"}"#, "device"), None);
+        assert_eq!(sensor_key(br#"{"dev\u0069ce":"escaped"}"#, "device"), Some(b"escaped".to_vec()));
     }
 }
