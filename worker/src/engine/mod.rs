@@ -206,19 +206,25 @@ impl PartitionEngine {
     }
 
     /// Open episodes per rule (sensors firing a threshold or spike rule, or silent), in plan order: thresholds,
-    /// spikes, silence. For the "currently firing" gauges; walks every sensor, so call it per scrape interval.
+    /// spikes, silence. For the "currently firing" gauges; walks every sensor once, so call it per batch, not per
+    /// reading.
     pub fn active_anomalies(&self) -> Vec<(&str, usize)> {
         let plan = &*self.plan;
-        let sensors = &self.state.sensor_state;
-        let mut out = Vec::with_capacity(plan.thresholds.len() + plan.spikes.len() + 1);
-        for (i, rule) in plan.thresholds.iter().enumerate() {
-            out.push((rule.name.as_str(), sensors.iter().filter(|s| s.thresholds[i].is_firing()).count()));
+        let (thresholds, spikes) = (plan.thresholds.len(), plan.spikes.len());
+        let mut open = vec![0_usize; thresholds + spikes + 1];
+        for s in &self.state.sensor_state {
+            for (i, t) in s.thresholds.iter().enumerate() {
+                open[i] += usize::from(t.is_firing());
+            }
+            for (i, k) in s.spikes.iter().enumerate() {
+                open[thresholds + i] += usize::from(k.is_firing());
+            }
+            open[thresholds + spikes] += usize::from(s.silent);
         }
-        for (i, rule) in plan.spikes.iter().enumerate() {
-            out.push((rule.name.as_str(), sensors.iter().filter(|s| s.spikes[i].is_firing()).count()));
-        }
+        let names = plan.thresholds.iter().map(|r| r.name.as_str()).chain(plan.spikes.iter().map(|r| r.name.as_str()));
+        let mut out: Vec<(&str, usize)> = names.zip(open.iter().copied()).collect();
         if let Some(rule) = &plan.silence {
-            out.push((rule.name.as_str(), sensors.iter().filter(|s| s.silent).count()));
+            out.push((rule.name.as_str(), open[thresholds + spikes]));
         }
         out
     }

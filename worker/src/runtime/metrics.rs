@@ -271,39 +271,42 @@ impl Metrics {
     /// Sets the facility gauges from a closed window, within the series limit.
     pub fn observe_aggregate(&self, a: &Aggregate) {
         let zone = a.key.as_deref().unwrap_or("");
-        let Ok(mut series) = self.zone_series.lock() else { return };
         for (metric, stats) in &a.stats {
             let values = [("avg", stats.avg), ("min", stats.min), ("max", stats.max), ("sum", stats.sum)]
                 .into_iter()
                 .chain([("count", stats.count.map(|c| c as f64))]);
             for (function, value) in values {
                 let Some(value) = value else { continue };
-                let key = [a.aggregation.clone(), zone.to_owned(), metric.clone(), function.to_owned()];
-                if !series.contains(&key) {
-                    if series.len() >= self.zone_limit {
-                        self.zone_gauges_dropped.inc();
-                        continue;
-                    }
-                    series.insert(key);
+                let labels = [a.aggregation.as_str(), zone, metric.as_str(), function];
+                if self.admit(&self.zone_series, labels) {
+                    self.zone_aggregate.with_label_values(&labels).set(value);
                 }
-                self.zone_aggregate.with_label_values(&[&a.aggregation, zone, metric, function]).set(value);
             }
         }
     }
 
     /// Counts an anomaly under its zone (an anomaly without one counts under `""`), within the series limit.
     pub fn observe_zone_anomaly(&self, zone: Option<&str>, rule: &str, state: &str) {
-        let zone = zone.unwrap_or("");
-        let Ok(mut series) = self.zone_anomaly_series.lock() else { return };
-        let key = [zone.to_owned(), rule.to_owned(), state.to_owned()];
-        if !series.contains(&key) {
-            if series.len() >= self.zone_limit {
-                self.zone_gauges_dropped.inc();
-                return;
-            }
-            series.insert(key);
+        let labels = [zone.unwrap_or(""), rule, state];
+        if self.admit(&self.zone_anomaly_series, labels) {
+            self.zone_anomalies.with_label_values(&labels).inc();
         }
-        self.zone_anomalies.with_label_values(&[zone, rule, state]).inc();
+    }
+
+    /// Whether a zone series may be exported: it already is, or its family is below `--zone-gauge-limit`
+    /// (then it is remembered). A refused one is counted in `zone_gauges_dropped_total`.
+    fn admit<const N: usize>(&self, family: &Mutex<HashSet<[String; N]>>, labels: [&str; N]) -> bool {
+        let Ok(mut series) = family.lock() else { return false };
+        let key = labels.map(str::to_owned);
+        if series.contains(&key) {
+            return true;
+        }
+        if series.len() >= self.zone_limit {
+            self.zone_gauges_dropped.inc();
+            return false;
+        }
+        series.insert(key);
+        true
     }
 
     /// Drops the per-partition series of a partition this worker no longer owns.
