@@ -19,5 +19,14 @@ def worker_bin() -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
+def sensorpipe_bin() -> pathlib.Path:
+    """The one-machine mode binary (`sensorpipe run`); the test command builds it before running these tests."""
+    path = ROOT / "target" / "debug" / "sensorpipe"
+    if not path.exists():
+        subprocess.run(["cargo", "build", "-p", "sensorpipe-operator"], cwd=ROOT, check=True)
+    return path
+
+
+@pytest.fixture(scope="session")
 def example_pipeline() -> pathlib.Path:
     return ROOT / "examples" / "smart-building.yaml"

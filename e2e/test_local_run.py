@@ -29,14 +29,6 @@ TOPICS = {"input": "temperature_readings", "anomalies": "anomalies", "aggregates
 RUN = ["--simulate", "4000", "--simulate-for", "6h", "--sensors", "30", "--zones", "5"]
 
 
-@pytest.fixture(scope="session")
-def sensorpipe_bin() -> pathlib.Path:
-    path = ROOT / "target" / "debug" / "sensorpipe"
-    if not path.exists():
-        subprocess.run(["cargo", "build", "-p", "sensorpipe-operator"], cwd=ROOT, check=True)
-    return path
-
-
 class Run:
     """A running `sensorpipe run`, its terminal output collected as it comes."""
 
@@ -173,14 +165,11 @@ def test_the_page_renders_zones_values_and_anomalies_in_chromium(run):
 
 def test_ctrl_c_stops_everything_cleanly(run):
     """Last in this module: it ends the shared run."""
-    pids = [int(p) for p in subprocess.run(["pgrep", "-f", f"--log-dir {run.work}"], capture_output=True,
-                                           text=True).stdout.split()]
+    assert len(worker_pids(run.work)) == 2
     assert run.interrupt() == 0, "".join(run.stderr[-20:])
     assert run.said(r"^stopped: \d+ anomalies"), run.stderr[-5:]
     # Worker processes (own process groups) are gone too, and the page is down.
-    time.sleep(0.5)
-    alive = [p for p in pids if pathlib.Path(f"/proc/{p}").exists()]
-    assert not alive, alive
+    assert not worker_pids(run.work)
     assert http_get(run.port, "/api/state")[0] == 0
 
 

@@ -58,29 +58,21 @@ pub fn run(
         let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
         let Ok(message) = message else { continue };
         let Some(payload) = message.payload() else { continue };
+        let mut live = live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let update = if message.topic() == topics.anomalies {
-            match serde_json::from_slice::<Anomaly>(payload) {
-                Ok(a) => {
-                    if print {
-                        print_anomaly(&a);
-                    }
-                    live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).add_anomaly(&a)
+            serde_json::from_slice::<Anomaly>(payload).map(|a| {
+                if print {
+                    print_anomaly(&a);
                 }
-                Err(_) => {
-                    skipped += 1;
-                    continue;
-                }
-            }
+                live.add_anomaly(&a)
+            })
         } else {
-            match serde_json::from_slice::<Aggregate>(payload) {
-                Ok(a) => {
-                    Update::Window(live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).add_aggregate(&a))
-                }
-                Err(_) => {
-                    skipped += 1;
-                    continue;
-                }
-            }
+            serde_json::from_slice::<Aggregate>(payload).map(|a| Update::Window(live.add_aggregate(&a)))
+        };
+        drop(live);
+        let Ok(update) = update else {
+            skipped += 1;
+            continue;
         };
         // No page open is fine.
         let _ = updates.send(update);

@@ -20,15 +20,12 @@ pub enum Source {
     Lines(String),
 }
 
-/// Why the input stopped early.
-const STOPPED: &str = "stopped";
-
 /// Produces the source to `target` until it ends or `stop` is set; returns the records produced.
 pub fn produce(source: &Source, target: &ProduceTarget, stop: &Arc<AtomicBool>) -> anyhow::Result<u64> {
     let mut writer = TopicWriter::new(target).context("cannot create the input producer")?;
     let mut send = |line: &[u8]| -> std::io::Result<()> {
         if stop.load(Ordering::Relaxed) {
-            return Err(std::io::Error::other(STOPPED));
+            return Err(std::io::Error::other("input stopped"));
         }
         writer.write(line).map_err(std::io::Error::other)
     };
@@ -54,20 +51,25 @@ pub fn produce(source: &Source, target: &ProduceTarget, stop: &Arc<AtomicBool>) 
                     std::fs::File::open(path).with_context(|| format!("cannot open {path}"))?,
                 ))
             };
-            (|| -> anyhow::Result<()> {
-                for line in reader.split(b'\n') {
-                    let line = line?;
-                    if !line.iter().all(u8::is_ascii_whitespace) {
-                        send(&line)?;
-                    }
-                }
-                Ok(())
-            })()
+            send_lines(reader, &mut send)
         }
     };
-    match result {
-        Err(e) if e.to_string().contains(STOPPED) => {}
-        other => other?,
+    // An error caused by the stop request is the stop, not a failure.
+    if !stop.load(Ordering::Relaxed) {
+        result?;
     }
     writer.finish(Duration::from_secs(30)).context("not every input record was acknowledged")
+}
+
+fn send_lines(
+    reader: Box<dyn std::io::BufRead>,
+    send: &mut impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    for line in reader.split(b'\n') {
+        let line = line?;
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            send(&line)?;
+        }
+    }
+    Ok(())
 }

@@ -30,7 +30,7 @@ use crate::validate::{Role, validate};
 use broker::Broker;
 use input::Source;
 use live::{Live, Stats, Update};
-use workers::{Worker, WorkerSettings, sum_metric};
+use workers::{Worker, WorkerSettings};
 
 /// `sensorpipe run`.
 #[derive(clap::Args, Debug)]
@@ -209,7 +209,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Stats every second until Ctrl-C / SIGTERM.
     let admin = crate::topics::admin::KafkaAdmin::new(&broker.properties(), Duration::from_secs(5))?;
     let input_topic = valid.topic(Role::Input).name.clone();
-    let mut last: Option<(Instant, f64)> = None;
+    let mut last: Option<(Instant, u64)> = None;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
@@ -218,39 +218,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = &mut shutdown => break,
             _ = ticker.tick() => {}
         }
-        let mut stats = Stats { replicas: pool.len() as u32, ..Stats::default() };
-        let mut processed = 0.0;
-        for w in &mut pool {
-            // Like a Deployment: a worker that died is started again (its partitions wait in the group meanwhile).
-            if let Some(status) = w.exited() {
-                say(&format!("worker {} exited ({status}); restarting it. Its log: {}", w.index, w.log.display()));
-                match Worker::start(w.index, &settings) {
-                    Ok(fresh) => {
-                        say(&format!("  worker {}: metrics http://{}/metrics", fresh.index, fresh.metrics));
-                        *w = fresh;
-                    }
-                    Err(e) => say(&format!("error: cannot restart worker {}: {e:#}", w.index)),
-                }
-                continue;
-            }
-            if w.ready().await {
-                stats.ready_replicas += 1;
-            }
-            if let Some(text) = w.metrics_text().await {
-                processed += sum_metric(&text, "sensorpipe_worker_records_consumed_total");
-            }
-        }
-        let now = Instant::now();
-        stats.records_processed = processed as u64;
-        stats.throughput = match last {
-            Some((t, p)) if now > t => ((processed - p) / (now - t).as_secs_f64()).max(0.0),
-            _ => 0.0,
-        };
-        last = Some((now, processed));
-        if let Ok(lag) = admin.lag(&valid.group_id, &input_topic, jiff::Timestamp::now().as_millisecond()).await {
-            stats.lag_records = lag.records;
-            stats.lag_seconds = lag.oldest_unprocessed_ms.unwrap_or(0) as f64 / 1000.0;
-        }
+        let stats = observe(&mut pool, &settings, &admin, &valid.group_id, &input_topic, &mut last).await;
         live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).stats = stats.clone();
         let _ = updates.send(Update::Stats(stats));
     }
@@ -282,24 +250,61 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One look at the workers and the group: restarts a worker that died (as a Deployment would; its partitions
+/// wait in the group meanwhile), then throughput since the previous look (`last`), readiness and lag.
+async fn observe(
+    pool: &mut [Worker],
+    settings: &WorkerSettings,
+    admin: &crate::topics::admin::KafkaAdmin,
+    group: &str,
+    input: &str,
+    last: &mut Option<(Instant, u64)>,
+) -> Stats {
+    let mut stats = Stats { replicas: pool.len() as u32, ..Stats::default() };
+    for w in pool.iter_mut() {
+        if let Some(status) = w.exited() {
+            say(&format!("worker {} exited ({status}); restarting it. Its log: {}", w.index, w.log.display()));
+            match Worker::start(w.index, settings) {
+                Ok(fresh) => {
+                    say(&format!("  worker {}: metrics http://{}/metrics", fresh.index, fresh.metrics));
+                    *w = fresh;
+                }
+                Err(e) => say(&format!("error: cannot restart worker {}: {e:#}", w.index)),
+            }
+            continue;
+        }
+        let scrape = w.scrape().await.unwrap_or_default();
+        stats.ready_replicas += u32::from(scrape.ready);
+        stats.records_processed += scrape.records_processed;
+    }
+    let now = Instant::now();
+    stats.throughput = match *last {
+        Some((t, n)) if now > t => stats.records_processed.saturating_sub(n) as f64 / (now - t).as_secs_f64(),
+        _ => 0.0,
+    };
+    *last = Some((now, stats.records_processed));
+    if let Ok(lag) = admin.lag(group, input, jiff::Timestamp::now().as_millisecond()).await {
+        stats.lag_records = lag.records;
+        stats.lag_seconds = lag.oldest_unprocessed_ms.unwrap_or(0) as f64 / 1000.0;
+    }
+    stats
+}
+
 /// Waits until every worker is ready and together they own all `partitions`: a worker is ready as soon as it
 /// has some partitions, and the group may still be handing the rest to the others.
 async fn wait_ready(pool: &mut [Worker], partitions: usize, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
-        let (mut ready, mut assigned) = (0, 0.0);
+        let (mut ready, mut assigned) = (0, 0);
         for w in pool.iter_mut() {
             if let Some(status) = w.exited() {
                 bail!("worker {} exited ({status}) before it was ready; its log: {}", w.index, w.log.display());
             }
-            if w.ready().await {
-                ready += 1;
-            }
-            if let Some(text) = w.metrics_text().await {
-                assigned += sum_metric(&text, "sensorpipe_worker_assigned_partitions");
-            }
+            let scrape = w.scrape().await.unwrap_or_default();
+            ready += usize::from(scrape.ready);
+            assigned += scrape.assigned_partitions;
         }
-        if ready == pool.len() && assigned as usize == partitions {
+        if ready == pool.len() && assigned == partitions {
             return Ok(());
         }
         if Instant::now() > deadline {

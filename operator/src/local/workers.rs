@@ -27,6 +27,14 @@ pub struct WorkerSettings {
     pub log_dir: PathBuf,
 }
 
+/// A worker's own view of itself, from one scrape of its metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scrape {
+    pub ready: bool,
+    pub assigned_partitions: usize,
+    pub records_processed: u64,
+}
+
 /// One running worker.
 #[derive(Debug)]
 pub struct Worker {
@@ -88,14 +96,15 @@ impl Worker {
         Ok(Self { index, metrics, log, child })
     }
 
-    /// Whether `/readyz` answers 200 (partitions assigned, no restore running).
-    pub async fn ready(&self) -> bool {
-        matches!(get(self.metrics, "/readyz").await, Some((200, _)))
-    }
-
-    /// The worker's exposition, if it answers.
-    pub async fn metrics_text(&self) -> Option<String> {
-        get(self.metrics, "/metrics").await.map(|(_, body)| body)
+    /// What the worker reports on `/metrics`, `None` when it does not answer.
+    pub async fn scrape(&self) -> Option<Scrape> {
+        let (status, text) = get(self.metrics, "/metrics").await?;
+        (status == 200).then(|| Scrape {
+            // The gauge behind /readyz: partitions assigned and no restore running.
+            ready: sum_metric(&text, "sensorpipe_worker_ready") >= 1.0,
+            assigned_partitions: sum_metric(&text, "sensorpipe_worker_assigned_partitions") as usize,
+            records_processed: sum_metric(&text, "sensorpipe_worker_records_consumed_total") as u64,
+        })
     }
 
     /// The exit status if the worker has stopped.
@@ -141,7 +150,7 @@ async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 }
 
 /// Sum of a metric family's samples in an exposition (all label sets).
-pub fn sum_metric(text: &str, name: &str) -> f64 {
+fn sum_metric(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{' | b' ')))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
