@@ -36,8 +36,8 @@ pub struct Stats {
     pub records_processed: u64,
 }
 
-/// Everything the page shows, as sent to it.
-#[derive(Clone, Debug, Default, Serialize)]
+/// Everything the page shows ([`Live::snapshot`] is what is sent to it).
+#[derive(Debug, Default)]
 pub struct Live {
     pub pipeline: String,
     pub broker: String,
@@ -112,10 +112,6 @@ impl Live {
         self.anomalies.push_front(a.clone());
         self.anomalies.truncate(ANOMALIES_KEPT);
         Update::Anomaly { anomaly: a.clone(), firing_now: self.firing.len() }
-    }
-
-    pub fn firing_now(&self) -> usize {
-        self.firing.len()
     }
 
     /// The windows kept, oldest first per group.
@@ -217,7 +213,7 @@ mod tests {
         live.add_anomaly(&json("firing", "room_1"));
         live.add_anomaly(&json("firing", "room_2"));
         live.add_anomaly(&json("resolved", "room_1"));
-        assert_eq!(live.firing_now(), 1);
+        assert_eq!(live.snapshot()["firingNow"], 1);
         assert_eq!(live.anomalies.front().map(|a| a.state), Some(AnomalyState::Resolved));
         assert_eq!(live.snapshot()["anomalies"].as_array().map(Vec::len), Some(3));
     }
