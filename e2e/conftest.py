@@ -18,13 +18,23 @@ def worker_bin() -> pathlib.Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def sensorpipe_bin() -> pathlib.Path:
-    """The one-machine mode binary (`sensorpipe run`); the test command builds it before running these tests."""
-    path = ROOT / "target" / "debug" / "sensorpipe"
+def operator_crate_binary(name: str) -> pathlib.Path:
+    path = ROOT / "target" / "debug" / name
     if not path.exists():
         subprocess.run(["cargo", "build", "-p", "sensorpipe-operator"], cwd=ROOT, check=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def sensorpipe_bin() -> pathlib.Path:
+    """The one-machine mode binary (`sensorpipe run`); the test command builds it before running these tests."""
+    return operator_crate_binary("sensorpipe")
+
+
+@pytest.fixture(scope="session")
+def operator_bin() -> pathlib.Path:
+    """The operator binary; the test command builds it before running these tests."""
+    return operator_crate_binary("sensorpipe-operator")
 
 
 @pytest.fixture(scope="session")

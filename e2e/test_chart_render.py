@@ -175,9 +175,8 @@ def test_rbac_grants_exactly_what_the_operator_documents():
 
 
 @pytest.fixture(scope="module")
-def operator_help() -> str:
-    subprocess.run(["cargo", "build", "-q", "-p", "sensorpipe-operator", "--locked"], cwd=ROOT, check=True)
-    out = subprocess.run([str(ROOT / "target" / "debug" / "sensorpipe-operator"), "run", "--help"],
+def operator_help(operator_bin) -> str:
+    out = subprocess.run([str(operator_bin), "run", "--help"],
                          capture_output=True, text=True, check=True)
     return out.stdout
 
@@ -278,14 +277,14 @@ def test_notes_give_the_next_steps():
 
 
 @pytest.mark.parametrize("values_file", sorted(VALUE_SETS))
-def test_the_operator_starts_with_the_environment_the_chart_gives_it(values_file, operator_help, tmp_path):
+def test_the_operator_starts_with_the_environment_the_chart_gives_it(values_file, operator_bin, tmp_path):
     """Every value the chart passes parses: the operator gets as far as looking for the Kubernetes API (absent
     here), so a bad duration or boolean in the chart would fail this first."""
     import os
     container = one(objects(VALUE_SETS[values_file]), "Deployment")["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     env |= {"PATH": os.environ["PATH"], "KUBECONFIG": str(tmp_path / "absent"), "SENSORPIPE_HTTP_ADDR": "127.0.0.1:0"}
-    out = subprocess.run([str(ROOT / "target" / "debug" / "sensorpipe-operator"), *container["args"]], env=env,
+    out = subprocess.run([str(operator_bin), *container["args"]], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1, out.stderr
     assert "kubeconfig" in out.stderr and "error: invalid value" not in out.stderr, out.stderr[-2000:]
