@@ -1,0 +1,351 @@
+"""The deployment runner: what the deployment controller, the scheduler and the kubelet do for a Deployment,
+done with local processes. Each replica ("pod") is the image's local binary, started in its own process group with
+the container's args and env (values, fieldRefs, ConfigMap and Secret keys, `$(VAR)` references), its ConfigMap and
+Secret volumes written to a directory, a loopback address of its own (127.0.1.x: `0.0.0.0` in env and args becomes
+that address, so every pod can bind the container port), and its log kept under DIR/pods/.
+
+Readiness comes from the readiness probe (httpGet or tcpSocket on the pod address); status is written back through
+/status like the real controller; a pod template change rolls the replicas (new ones first, an old one goes when a
+new one is ready); scale-down stops the newest; a deleted Deployment stops them all; a replica that exits is
+restarted. There are no Pod or ReplicaSet objects."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import hashlib
+import itertools
+import json
+import os
+import re
+import signal
+import socket
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .api import Api, now
+
+TICK = 0.25
+# Pods get 127.0.1.2, 127.0.1.3, ... : every 127/8 address is loopback on Linux.
+_ADDRESSES = (f"127.0.{1 + n // 250}.{2 + n % 250}" for n in itertools.count())
+
+
+@dataclass
+class Pod:
+    name: str
+    namespace: str
+    deployment: str
+    template_hash: str
+    ip: str
+    dir: Path
+    log: Path
+    container: dict
+    proc: asyncio.subprocess.Process | None = None
+    ready: bool = False
+    restarts: int = 0
+    started: float = 0.0
+    next_probe: float = 0.0
+    stopping: bool = False
+    ports: dict[str, int] = field(default_factory=dict)
+
+
+class DeploymentRunner:
+    def __init__(self, api: Api, config: Path, pods_dir: Path, server: str, kubeconfig: Path) -> None:
+        cfg = yaml.safe_load(config.read_text()) or {}
+        self.images: dict[str, str] = cfg.get("images") or {}
+        self.api, self.pods_dir, self.server, self.kubeconfig = api, pods_dir, server, kubeconfig
+        self.pods: dict[tuple[str, str], list[Pod]] = {}
+        self.observed: dict[tuple[str, str], int] = {}
+        self.targets = pods_dir / "targets.json"
+        self._task: asyncio.Task | None = None
+        self._stopping: set[asyncio.Task] = set()
+        pods_dir.mkdir(parents=True, exist_ok=True)
+        self._write_targets()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        await asyncio.gather(*(self._terminate(p) for ps in self.pods.values() for p in ps), *self._stopping)
+
+    async def _run(self) -> None:
+        kind = self.api.kind("apps", "v1", "deployments")
+        while True:
+            try:
+                deployments = {(d["metadata"]["namespace"], d["metadata"]["name"]): d
+                               for d in self.api.store.list(kind.key)}
+                for key in list(self.pods):
+                    d = deployments.get(key)
+                    if d is None or d["metadata"].get("deletionTimestamp"):
+                        for p in list(self.pods[key]):
+                            self._retire(key, p)
+                        del self.pods[key]
+                        self.observed.pop(key, None)
+                for key, d in deployments.items():
+                    if not d["metadata"].get("deletionTimestamp"):
+                        await self._reconcile(key, d)
+                self._write_targets()
+            except Exception as e:  # a runner bug must show in the log, not stop every deployment
+                print(f"deployment runner: {e!r}", flush=True)
+            await asyncio.sleep(TICK)
+
+    async def _reconcile(self, key, d: dict) -> None:
+        spec = d.get("spec") or {}
+        template = spec.get("template") or {}
+        thash = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
+        want = spec.get("replicas", 1)
+        pods = self.pods.setdefault(key, [])
+        for p in pods:
+            if p.proc is not None and p.proc.returncode is not None and not p.stopping:
+                p.restarts += 1
+                p.ready = False
+                with p.log.open("a") as f:
+                    f.write(f"--- exited with {p.proc.returncode}; restart {p.restarts} at {now()}\n")
+                await self._spawn(p)
+            await self._probe(p)
+        current = [p for p in pods if p.template_hash == thash]
+        old = [p for p in pods if p.template_hash != thash]
+        for _ in range(want - len(current)):
+            pod = self._new_pod(key, d, thash)
+            pods.append(pod)
+            current.append(pod)
+            await self._spawn(pod)
+        for p in current[want:][::-1]:
+            self._retire(key, p)
+        # A rollout keeps old replicas until as many new ones are ready (maxUnavailable 0, surge unbounded).
+        keep_old = max(0, want - sum(p.ready for p in current[:want]))
+        for p in sorted(old, key=lambda p: p.ready)[: max(0, len(old) - keep_old)]:
+            self._retire(key, p)
+        self._status(key, d, thash)
+
+    def _retire(self, key, pod: Pod) -> None:
+        if pod in self.pods.get(key, []):
+            self.pods[key].remove(pod)
+            task = asyncio.get_running_loop().create_task(self._terminate(pod))
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+
+    def _new_pod(self, key, d: dict, thash: str) -> Pod:
+        ns, name = key
+        pod_name = f"{name}-{thash[:8]}-{os.urandom(3).hex()[:5]}"
+        pdir = self.pods_dir / f"{ns}_{pod_name}"
+        pdir.mkdir(parents=True, exist_ok=True)
+        tspec = (d["spec"].get("template") or {}).get("spec") or {}
+        return Pod(pod_name, ns, name, thash, next(_ADDRESSES), pdir, self.pods_dir / f"{ns}_{pod_name}.log",
+                   copy.deepcopy(tspec.get("containers", [{}])[0]))
+
+    # --- starting a container --------------------------------------------------------------------------------------
+
+    def _binary(self, image: str) -> str:
+        base = image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
+        base = base.split("@", 1)[0]
+        if base not in self.images:
+            raise RuntimeError(f"image {image!r} has no local binary in the runner config")
+        return self.images[base]
+
+    def _lookup(self, kind: str, ns: str, name: str, key: str) -> str | None:
+        plural = "configmaps" if kind == "configmap" else "secrets"
+        obj = self.api.store.get(("", plural), ns, name) or {}
+        if plural == "secrets":
+            raw = (obj.get("data") or {}).get(key)
+            if raw is not None:
+                return base64.b64decode(raw).decode()
+            return (obj.get("stringData") or {}).get(key)
+        return (obj.get("data") or {}).get(key)
+
+    def _volumes(self, pod: Pod, tspec: dict) -> dict[str, Path]:
+        """Writes ConfigMap, Secret and emptyDir volumes; returns mountPath → local path."""
+        by_name = {}
+        for v in tspec.get("volumes") or []:
+            vdir = pod.dir / "volumes" / v["name"]
+            vdir.mkdir(parents=True, exist_ok=True)
+            src = v.get("configMap") or v.get("secret")
+            if src is not None:
+                kind = "configmap" if "configMap" in v else "secret"
+                ref = src.get("name") or src.get("secretName")
+                obj = self.api.store.get(("", kind + "s"), pod.namespace, ref) or {}
+                keys = {i["key"]: i["path"] for i in src.get("items") or []} or {
+                    k: k for k in list((obj.get("data") or {})) + list((obj.get("stringData") or {}))}
+                for key, path in keys.items():
+                    value = self._lookup(kind, pod.namespace, ref, key)
+                    if value is not None:
+                        (vdir / path).parent.mkdir(parents=True, exist_ok=True)
+                        (vdir / path).write_text(value)
+            by_name[v["name"]] = vdir
+        mounts = {}
+        for m in pod.container.get("volumeMounts") or []:
+            local = by_name.get(m["name"])
+            if local is not None:
+                mounts[m["mountPath"]] = local / m["subPath"] if m.get("subPath") else local
+        return mounts
+
+    def _env(self, pod: Pod, mounts: dict[str, Path]) -> dict[str, str]:
+        c = pod.container
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOSTNAME": pod.name,
+               # In a cluster the pod's service account token gives access; here the double's kubeconfig does.
+               "KUBECONFIG": str(self.kubeconfig)}
+        for src in c.get("envFrom") or []:
+            ref = src.get("configMapRef") or src.get("secretRef") or {}
+            kind = "configmap" if "configMapRef" in src else "secret"
+            obj = self.api.store.get(("", kind + "s"), pod.namespace, ref.get("name", "")) or {}
+            for k in obj.get("data") or {}:
+                env[src.get("prefix", "") + k] = self._lookup(kind, pod.namespace, ref["name"], k) or ""
+        fields = {"metadata.name": pod.name, "metadata.namespace": pod.namespace, "status.podIP": pod.ip,
+                  "spec.nodeName": "local", "status.hostIP": "127.0.0.1"}
+        for e in c.get("env") or []:
+            value = e.get("value")
+            src = e.get("valueFrom") or {}
+            if "fieldRef" in src:
+                value = fields.get(src["fieldRef"]["fieldPath"], "")
+            elif "configMapKeyRef" in src or "secretKeyRef" in src:
+                ref = src.get("configMapKeyRef") or src.get("secretKeyRef")
+                kind = "configmap" if "configMapKeyRef" in src else "secret"
+                value = self._lookup(kind, pod.namespace, ref["name"], ref["key"])
+                if value is None and not ref.get("optional"):
+                    raise RuntimeError(f"{kind} {ref['name']}/{ref['key']} not found")
+            env[e["name"]] = self._local(_expand(value or "", env), pod, mounts)
+        return env
+
+    @staticmethod
+    def _local(value: str, pod: Pod, mounts: dict[str, Path]) -> str:
+        """A container path or wildcard address as it exists for this local process."""
+        value = value.replace("0.0.0.0", pod.ip)
+        for mount, local in sorted(mounts.items(), key=lambda m: -len(m[0])):
+            value = re.sub(rf"(?<![\w/]){re.escape(mount)}(?=/|$|\s)", str(local), value)
+        return value
+
+    async def _spawn(self, pod: Pod) -> None:
+        d = self.api.store.get(("apps", "deployments"), pod.namespace, pod.deployment) or {}
+        tspec = ((d.get("spec") or {}).get("template") or {}).get("spec") or {}
+        c = pod.container
+        with pod.log.open("a") as log:
+            try:
+                mounts = self._volumes(pod, tspec)
+                env = self._env(pod, mounts)
+                argv = [_expand(a, env) for a in (c.get("command") or [self._binary(c.get("image", ""))])]
+                argv += [self._local(_expand(a, env), pod, mounts) for a in c.get("args") or []]
+            except RuntimeError as e:  # like CreateContainerConfigError: retried on the next restart
+                log.write(f"--- cannot start: {e}\n")
+                pod.proc = await asyncio.create_subprocess_exec("false")
+                return
+            log.write(f"--- {now()} start {pod.name} at {pod.ip}: {' '.join(argv)}\n")
+            log.flush()
+            pod.proc = await asyncio.create_subprocess_exec(*argv, env=env, cwd=pod.dir, stdout=log,
+                                                            stderr=asyncio.subprocess.STDOUT,
+                                                            start_new_session=True)
+        pod.started = time.monotonic()
+        pod.ports = {p.get("name", str(p["containerPort"])): p["containerPort"] for p in c.get("ports") or []}
+
+    async def _probe(self, pod: Pod) -> None:
+        if pod.proc is None or pod.proc.returncode is not None:
+            pod.ready = False
+            return
+        probe = pod.container.get("readinessProbe")
+        if probe is None:
+            pod.ready = time.monotonic() - pod.started > 0.5
+            return
+        t = time.monotonic()
+        if t < pod.next_probe:
+            return
+        # Probes run at least every second, whatever periodSeconds says, to keep the tests short.
+        pod.next_probe = t + min(1.0, probe.get("periodSeconds", 10))
+        action = probe.get("httpGet") or probe.get("tcpSocket") or {}
+        port = action.get("port")
+        port = pod.ports.get(port, port) if isinstance(port, str) else port
+        ok = await asyncio.get_running_loop().run_in_executor(None, _check, pod.ip, port, probe.get("httpGet"))
+        pod.ready = ok
+
+    async def _terminate(self, pod: Pod) -> None:
+        pod.stopping = True
+        if pod.proc is None or pod.proc.returncode is not None:
+            return
+        grace = min(30, ((self.api.store.get(("apps", "deployments"), pod.namespace, pod.deployment) or {})
+                         .get("spec", {}).get("template", {}).get("spec", {})
+                         .get("terminationGracePeriodSeconds", 30)))
+        try:
+            os.killpg(pod.proc.pid, signal.SIGTERM)
+            await asyncio.wait_for(pod.proc.wait(), grace)
+        except (ProcessLookupError, asyncio.TimeoutError):
+            try:
+                os.killpg(pod.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            await pod.proc.wait()
+        with pod.log.open("a") as f:
+            f.write(f"--- {now()} stopped ({pod.proc.returncode})\n")
+
+    # --- status ------------------------------------------------------------------------------------------------------
+
+    def _status(self, key, d: dict, thash: str) -> None:
+        pods = self.pods.get(key, [])
+        want = d["spec"].get("replicas", 1)
+        ready = sum(p.ready for p in pods)
+        updated = sum(p.template_hash == thash for p in pods)
+        available = ready >= want
+        done = available and updated == want and len(pods) == want
+        t = now()
+        old_conditions = {c["type"]: c for c in (d.get("status") or {}).get("conditions") or []}
+
+        def cond(type_, status, reason, message):
+            prev = old_conditions.get(type_)
+            since = prev["lastTransitionTime"] if prev and prev["status"] == status else t
+            return {"type": type_, "status": status, "reason": reason, "message": message,
+                    "lastTransitionTime": since, "lastUpdateTime": prev.get("lastUpdateTime", t)
+                    if prev and prev["status"] == status and prev["reason"] == reason else t}
+
+        status = {"observedGeneration": d["metadata"].get("generation", 1), "replicas": len(pods),
+                  "updatedReplicas": updated, "readyReplicas": ready, "availableReplicas": ready,
+                  "conditions": [
+                      cond("Available", "True" if available else "False",
+                           "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
+                           "Deployment has minimum availability." if available
+                           else "Deployment does not have minimum availability."),
+                      cond("Progressing", "True", "NewReplicaSetAvailable" if done else "ReplicaSetUpdated",
+                           f'ReplicaSet "{key[1]}-{thash[:8]}" has successfully progressed.' if done
+                           else f'ReplicaSet "{key[1]}-{thash[:8]}" is progressing.')]}
+        if len(pods) - ready:
+            status["unavailableReplicas"] = len(pods) - ready
+        for k in ("readyReplicas", "availableReplicas", "updatedReplicas"):
+            if not status[k]:
+                del status[k]
+        if (d.get("status") or {}) != status:
+            kind = self.api.kind("apps", "v1", "deployments")
+            self.api.update(kind, key[0], key[1], {**d, "status": status}, "deployment-controller", "status")
+
+    def _write_targets(self) -> None:
+        """Every running pod's named ports, in Prometheus' file_sd format (what a PodMonitor would select)."""
+        groups = []
+        for (ns, dep), pods in sorted(self.pods.items()):
+            for p in pods:
+                if p.proc is None or p.proc.returncode is not None:
+                    continue
+                for pname, port in p.ports.items():
+                    groups.append({"targets": [f"{p.ip}:{port}"],
+                                   "labels": {"namespace": ns, "pod": p.name, "deployment": dep, "port": pname}})
+        tmp = self.targets.with_suffix(".tmp")
+        tmp.write_text(json.dumps(groups, indent=1))
+        tmp.replace(self.targets)
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes' `$(VAR)` references; `$$(VAR)` escapes."""
+    return re.sub(r"\$\$\(|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                  lambda m: "$(" if m.group(0) == "$$(" else env.get(m.group(1), m.group(0)), value)
+
+
+def _check(ip: str, port: int, http: dict | None) -> bool:
+    try:
+        if http is None:
+            with socket.create_connection((ip, int(port)), timeout=1):
+                return True
+        with urllib.request.urlopen(f"http://{ip}:{port}{http.get('path', '/')}", timeout=1) as r:
+            return 200 <= r.status < 400
+    except (OSError, ValueError):
+        return False
