@@ -107,7 +107,7 @@ class DeploymentRunner:
                 p.restarts += 1
                 p.ready = False
                 with p.log.open("a") as f:
-                    f.write(f"--- exited with {p.proc.returncode}; restart {p.restarts} at {now()}\n")
+                    f.write(f"--- {now()} exited with {p.proc.returncode}, restarted {p.restarts} times\n")
                 await self._spawn(p)
             await self._probe(p)
         current = [p for p in pods if p.template_hash == thash]
@@ -235,7 +235,7 @@ class DeploymentRunner:
                 log.write(f"--- cannot start: {e}\n")
                 pod.proc = await asyncio.create_subprocess_exec("false")
                 return
-            log.write(f"--- {now()} start {pod.name} at {pod.ip}: {' '.join(argv)}\n")
+            log.write(f"--- {now()} starting {pod.name} at {pod.ip}: {' '.join(argv)}\n")
             log.flush()
             pod.proc = await asyncio.create_subprocess_exec(*argv, env=env, cwd=pod.dir, stdout=log,
                                                             stderr=asyncio.subprocess.STDOUT,

@@ -175,9 +175,10 @@ class Server:
                                   validation, dry_run)
             return _json(obj, warnings=obj.pop("_warnings", ()))
         elif request.method == "PATCH":
+            existed = self.api.store.get(self.api.key(kind), namespace or "", name) is not None
             obj = self.api.patch(kind, namespace, name, request.headers.get("Content-Type", ""), await request.read(),
                                  _manager(request), sub, q.get("force") == "true", validation, dry_run)
-            return _json(obj, warnings=obj.pop("_warnings", ()))
+            return _json(obj, 200 if existed else 201, warnings=obj.pop("_warnings", ()))
         elif request.method == "DELETE" and not sub:
             opts = {}
             if request.can_read_body:
@@ -262,8 +263,8 @@ class Server:
                 for t, o in self._translate(kind, ev, match):
                     await resp.write(self._line(t, o, partial))
             return resp
-        except (ConnectionResetError, asyncio.CancelledError):
-            raise
+        except ConnectionResetError:  # the client went away: its watch is over
+            return web.Response(status=499)
         finally:
             store.watchers.discard(queue)
 
