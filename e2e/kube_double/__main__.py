@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -35,7 +36,10 @@ async def main(args: argparse.Namespace) -> None:
     store = Store(history=args.history)
     api = Api(store, Registry())
     server = Server(api)
-    runner = web.AppRunner(server.app, handle_signals=False, shutdown_timeout=1)
+    # The access log (stderr) is what a failure report shows of the clients' requests.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    runner = web.AppRunner(server.app, handle_signals=False, shutdown_timeout=1,
+                           access_log_format='%s "%r" %b %Tfs "%{User-Agent}i"')
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", args.port)
     await site.start()

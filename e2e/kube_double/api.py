@@ -131,9 +131,9 @@ class Api:
                 raise invalid(kind, "", ["metadata.name: Required value: name or generateName is required"])
             md["name"] = md["generateName"] + uuid.uuid4().hex[:5]
         if kind.namespaced:
-            if md.get("namespace") not in (None, namespace):
-                raise bad_request("the namespace of the provided object does not match the namespace sent on the "
-                                  "request")
+            if md.get("namespace") not in (None, "", namespace):
+                raise bad_request(f"the namespace of the provided object ({md.get('namespace')}) does not match "
+                                  f"the namespace sent on the request ({namespace})")
             md["namespace"] = namespace
             self._namespace_ok(kind, namespace)
         else:

@@ -52,6 +52,11 @@ BUILT_IN: tuple[Kind, ...] = (
     Kind("", "v1", "Event", "events", True, ("ev",)),
     Kind("apps", "v1", "Deployment", "deployments", True, ("deploy",), status=True, scale=DEPLOYMENT_SCALE,
          categories=("all",)),
+    # Served so that clients can map them (Helm's readiness watcher looks a Deployment's ReplicaSets up); the
+    # runner creates neither, so they stay empty.
+    Kind("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",), status=True,
+         scale=Scale(".spec.replicas", ".status.replicas", ".status.selector")),
+    Kind("", "v1", "Pod", "pods", True, ("po",), status=True, categories=("all",)),
     Kind("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", True, ("pdb",), status=True),
     Kind("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False),
     Kind("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False),

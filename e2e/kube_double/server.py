@@ -9,7 +9,7 @@ import time
 
 from aiohttp import web
 
-from . import discovery
+from . import discovery, protobuf
 from .api import Api
 from .errors import ApiError, bad_request
 from .resources import Kind
@@ -180,10 +180,7 @@ class Server:
                                  _manager(request), sub, q.get("force") == "true", validation, dry_run)
             return _json(obj, 200 if existed else 201, warnings=obj.pop("_warnings", ()))
         elif request.method == "DELETE" and not sub:
-            opts = {}
-            if request.can_read_body:
-                raw = await request.read()
-                opts = json.loads(raw) if raw.strip() else {}
+            opts = await self._body(request, "DeleteOptions") if request.can_read_body else {}
             propagation = q.get("propagationPolicy") or opts.get("propagationPolicy")
             if opts.get("orphanDependents") is True:
                 propagation = "Orphan"
@@ -191,12 +188,15 @@ class Server:
                                          bool(q.get("dryRun") or opts.get("dryRun"))))
         raise ApiError(405, "MethodNotAllowed", f"{request.method} is not supported here")
 
-    async def _body(self, request) -> dict:
-        if "protobuf" in request.headers.get("Content-Type", ""):
-            raise ApiError(415, "UnsupportedMediaType", "this test double speaks JSON only; kubectl's typed "
-                                                        "commands (create namespace, create secret...) send "
-                                                        "protobuf: use kubectl apply instead")
+    async def _body(self, request, expect: str | None = None) -> dict:
         raw = await request.read()
+        if "protobuf" in request.headers.get("Content-Type", ""):
+            try:
+                return protobuf.decode_envelope(raw, expect)
+            except protobuf.ProtobufError as e:
+                raise ApiError(415, "UnsupportedMediaType", str(e)) from e
+        if not raw.strip() and expect == "DeleteOptions":
+            return {}
         try:
             body = json.loads(raw)
         except ValueError as e:
@@ -243,6 +243,13 @@ class Server:
                 return resp
             for t, o in pending:
                 await resp.write(self._line(t, o, partial))
+            if q.get("sendInitialEvents") == "true":
+                # A streaming list (KEP-3157, what Helm 4's readiness watcher uses): the initial ADDED events end
+                # with a bookmark annotated k8s.io/initial-events-end.
+                mark = {"apiVersion": kind.api_version, "kind": kind.kind,
+                        "metadata": {"resourceVersion": str(store.rv),
+                                     "annotations": {"k8s.io/initial-events-end": "true"}}}
+                await resp.write(json.dumps({"type": "BOOKMARK", "object": mark}).encode() + b"\n")
             deadline = time.monotonic() + timeout
             last_sent_rv = store.rv
             while not self.closing.is_set():
