@@ -17,16 +17,19 @@ from kafka_io import http_get, stop, wait_until
 
 
 @contextlib.contextmanager
-def prometheus(work: pathlib.Path):
-    """Prometheus scraping every second the targets `set_targets` names, with the target labels the Prometheus
-    Operator would add (namespace, pod). Targets come from a file, so workers can be added while it runs."""
+def prometheus(work: pathlib.Path, targets: pathlib.Path | None = None):
+    """Prometheus scraping every second the targets `set_targets` names (or those another writer keeps in
+    `targets`, such as the API double's deployment runner), with the target labels the Prometheus Operator would
+    add (namespace, pod). Targets come from a file, so workers can be added while it runs."""
     port = free_port()
+    if targets is None:
+        targets = work / "targets.json"
+        targets.write_text("[]")
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [{"job_name": "sensorpipe-worker",
-                            "file_sd_configs": [{"files": [str(work / "targets.json")], "refresh_interval": "1s"}]}],
+        "scrape_configs": [{"job_name": "sensorpipe",
+                            "file_sd_configs": [{"files": [str(targets)], "refresh_interval": "1s"}]}],
     }
-    (work / "targets.json").write_text("[]")
     (work / "prometheus.yml").write_text(yaml.safe_dump(config))
     log = (work / "prometheus.log").open("w")
     proc = subprocess.Popen(

@@ -7,7 +7,7 @@ that address, so every pod can bind the container port), and its log kept under 
 Readiness comes from the readiness probe (httpGet or tcpSocket on the pod address); status is written back through
 /status like the real controller; a pod template change rolls the replicas (new ones first, an old one goes when a
 new one is ready); scale-down stops the newest; a deleted Deployment stops them all; a replica that exits is
-restarted. There are no Pod or ReplicaSet objects."""
+restarted after the kubelet's back-off (10 s, doubling). There are no Pod or ReplicaSet objects."""
 
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ class Pod:
     proc: asyncio.subprocess.Process | None = None
     ready: bool = False
     restarts: int = 0
+    restart_at: float | None = None
     started: float = 0.0
     next_probe: float = 0.0
     stopping: bool = False
@@ -104,11 +105,17 @@ class DeploymentRunner:
         pods = self.pods.setdefault(key, [])
         for p in pods:
             if p.proc is not None and p.proc.returncode is not None and not p.stopping:
-                p.restarts += 1
                 p.ready = False
-                with p.log.open("a") as f:
-                    f.write(f"--- {now()} exited with {p.proc.returncode}, restarted {p.restarts} times\n")
-                await self._spawn(p)
+                if p.restart_at is None:
+                    # The kubelet's crash back-off: 10 s, doubling, at most 5 minutes.
+                    delay = min(300.0, 10.0 * 2 ** min(p.restarts, 5))
+                    p.restart_at = time.monotonic() + delay
+                    with p.log.open("a") as f:
+                        f.write(f"--- {now()} exited with {p.proc.returncode}; back-off {delay:.0f} s\n")
+                elif time.monotonic() >= p.restart_at:
+                    p.restarts += 1
+                    p.restart_at = None
+                    await self._spawn(p)
             await self._probe(p)
         current = [p for p in pods if p.template_hash == thash]
         old = [p for p in pods if p.template_hash != thash]

@@ -48,12 +48,45 @@ def _cell(obj: dict, column: dict):
     return value
 
 
+def _age(o: dict) -> str:
+    return human_age(o["metadata"].get("creationTimestamp", ""))
+
+
+def _event_object(e: dict) -> str:
+    ref = e.get("involvedObject") or {}
+    return f"{ref.get('kind', '').lower()}/{ref.get('name', '')}"
+
+
+# The columns the API server prints for the built-in kinds users look at here (k8s.io/kubernetes
+# pkg/printers/internalversion/printers.go); other built-in kinds get Name and Age.
+BUILT_IN_COLUMNS = {
+    ("apps", "Deployment"): (
+        ("Ready", lambda o: f"{o.get('status', {}).get('readyReplicas', 0)}/{o.get('spec', {}).get('replicas', 0)}"),
+        ("Up-to-date", lambda o: o.get("status", {}).get("updatedReplicas", 0)),
+        ("Available", lambda o: o.get("status", {}).get("availableReplicas", 0)),
+        ("Age", _age)),
+    ("coordination.k8s.io", "Lease"): (
+        ("Holder", lambda o: o.get("spec", {}).get("holderIdentity", "")), ("Age", _age)),
+    ("", "Namespace"): (("Status", lambda o: o.get("status", {}).get("phase", "")), ("Age", _age)),
+    ("", "Event"): (
+        ("Last Seen", lambda e: human_age(e.get("lastTimestamp") or e.get("eventTime") or "")),
+        ("Type", lambda e: e.get("type", "")), ("Reason", lambda e: e.get("reason", "")),
+        ("Object", _event_object), ("Message", lambda e: e.get("message", ""))),
+}
+
+
 def table(kind: Kind, objects: list[dict], resource_version: str, include_object: str = "Metadata") -> dict:
-    columns = list(kind.printer_columns) or [_AGE]
+    builtin = BUILT_IN_COLUMNS.get((kind.group, kind.kind)) if kind.schema is None else None
+    if builtin:
+        columns = [{"name": n, "type": "string"} for n, _ in builtin]
+        cells = [f for _, f in builtin]
+    else:
+        columns = list(kind.printer_columns) or [_AGE]
+        cells = [lambda o, c=c: _cell(o, c) for c in columns]
     rows = []
     for o in objects:
         ref = {"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": o["metadata"]}
-        rows.append({"cells": [o["metadata"]["name"]] + [_cell(o, c) for c in columns],
+        rows.append({"cells": [o["metadata"]["name"]] + [f(o) for f in cells],
                      "object": o if include_object == "Object" else ref})
     defs = [_NAME] + [{"name": c["name"], "type": c.get("type", "string"), "format": c.get("format", ""),
                        "description": c.get("description", ""), "priority": c.get("priority", 0)} for c in columns]

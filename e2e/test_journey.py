@@ -1,0 +1,309 @@
+"""The user journey on one machine: `helm install` (Helm's own engine), `kubectl apply`, `wait`, `get`, `scale`,
+`describe`, `delete` — against the local Kubernetes API test double (e2e/kube_double), whose deployment runner runs
+the real operator and worker binaries as the chart's and the operator's Deployments say, on a real tansu broker,
+scraped by a real Prometheus.
+
+The tests run in file order and share one installation, like one user's session; each step's kubectl and Helm
+output is written to target/journey-report.md."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import time
+
+import helm_python as helm
+import pytest
+import yaml
+from confluent_kafka.admin import AdminClient
+
+from brokers import tansu
+from kafka_io import (committed_offsets, read_partitions, seal_partitions, wait_caught_up, wait_until)
+from kube_cluster import kube_double
+from prometheus_server import instant, prometheus
+from test_chart_dashboards import QUERIES, finite, substitute
+from test_runtime import assert_exactly, ends_of, expected, outputs_committed
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+REPORT = ROOT / "target" / "journey-report.md"
+NS, SYSTEM = "facilities", "sensorpipe-system"
+NAME = "building-a"
+INPUT, PARTITIONS = "temperature_readings", 3
+GROUP = f"sensorpipe-{NS}-{NAME}"
+SP = f"/apis/sensorpipe.io/v1alpha1/namespaces/{NS}/sensorpipelines"
+WORKERS = f"/apis/apps/v1/namespaces/{NS}/deployments/{NAME}-worker"
+LEASE = f"/apis/coordination.k8s.io/v1/namespaces/{SYSTEM}/leases/sensorpipe-operator"
+# Short intervals so that the journey fits in minutes: reconcile every 2 s, leader lease 6 s.
+CHART_VALUES = {"replicaCount": 2, "leaderElection": {"leaseDuration": "6s"}, "operator": {"resync": "2s"}}
+
+
+def manifest(bootstrap: str, **changes) -> dict:
+    """The smart-building example on the test broker: 3 partitions, replication 1 (one broker), a fast consumer
+    group, autoscaling on 2 000 records of lag per worker with a 15 s scale-down stabilization."""
+    sp = yaml.safe_load((ROOT / "examples" / "smart-building.yaml").read_text())
+    sp["metadata"]["namespace"] = NS
+    spec = sp["spec"]
+    spec["kafka"]["bootstrapServers"] = bootstrap
+    spec["input"].update(partitions=PARTITIONS, replicationFactor=1)
+    for out in spec["outputs"].values():
+        out["replicationFactor"] = 1
+    spec["workers"]["kafkaProperties"] = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
+    spec["workers"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 10, "lagRecordsTarget": 2000,
+                                      "window": "6s", "scaleDownStabilization": "15s"}
+    spec["deletionPolicy"] = "Delete"
+    for path, value in changes.items():
+        node = sp
+        *parents, last = path.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        if value is None:
+            node.pop(last, None)
+        else:
+            node[last] = value
+    return sp
+
+
+class Journey:
+    def __init__(self, k, bootstrap: str, prom: int, work: pathlib.Path, worker_bin: pathlib.Path):
+        self.k, self.bootstrap, self.prom, self.work, self.worker_bin = k, bootstrap, prom, work, worker_bin
+        self.produced = 0
+
+    def step(self, title: str) -> None:
+        self.k.note(f"\n## {title}\n")
+
+    def apply(self, obj: dict) -> None:
+        self.k.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(obj))
+
+    def get(self, path: str) -> dict:
+        code, body, _ = self.k.request("GET", path)
+        assert code == 200, body
+        return body
+
+    def simulate(self, *extra: str, background: bool = False):
+        args = [str(self.worker_bin), "simulate", "--sensors", "30", "--topic", INPUT, "--bootstrap-servers",
+                self.bootstrap, *extra]
+        if background:
+            return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(args, check=True, capture_output=True)
+        return None
+
+    def worker_pods(self) -> list[dict]:
+        targets = json.loads((self.k.pods_dir / "targets.json").read_text())
+        return [t for t in targets if t["labels"]["deployment"] == f"{NAME}-worker"]
+
+    def events(self, reason: str) -> list[dict]:
+        body = self.get(f"/apis/events.k8s.io/v1/namespaces/{NS}/events")
+        return [e for e in body["items"] if e.get("reason") == reason and e["regarding"]["name"] == NAME]
+
+    def condition(self, type_: str) -> dict:
+        sp = self.get(f"{SP}/{NAME}")
+        return next((c for c in sp.get("status", {}).get("conditions", []) if c["type"] == type_), {})
+
+    def caught_up(self, timeout: float = 240) -> dict[int, list]:
+        """Seals the input, waits until the workers' group has committed all of it; returns the input."""
+        seal_partitions(self.bootstrap, INPUT, PARTITIONS)
+        inputs = read_partitions(self.bootstrap, INPUT, PARTITIONS)
+        wait_caught_up(self.bootstrap, GROUP, INPUT, ends_of(inputs), timeout=timeout)
+        return inputs
+
+    def assert_outputs_equal_replay(self, inputs: dict[int, list], pipeline: dict) -> None:
+        path = self.work / "pipeline.yaml"
+        path.write_text(yaml.safe_dump(pipeline))
+        got = outputs_committed(self.bootstrap, PARTITIONS)
+        assert_exactly(got, expected(self.worker_bin, path, inputs, self.work))
+
+
+@pytest.fixture(scope="module")
+def journey(tmp_path_factory, worker_bin, operator_bin):
+    work = tmp_path_factory.mktemp("journey")
+    REPORT.parent.mkdir(exist_ok=True)
+    REPORT.write_text("# The user journey against the local Kubernetes API double\n")
+    runner = {"ghcr.io/sensorpipe/sensorpipe-operator": str(operator_bin),
+              "ghcr.io/sensorpipe/sensorpipe-worker": str(worker_bin)}
+    with tansu(work) as bs, kube_double(work / "k8s", runner=runner, report=REPORT) as k, \
+            prometheus(work, k.pods_dir / "targets.json") as prom:
+        j = Journey(k, bs, prom, work, worker_bin)
+        try:
+            yield j
+        finally:
+            k.note("\n## Pod logs (tails)\n")
+            k.note("```\n" + k.pod_logs()[-20000:] + "\n```")
+
+
+def test_helm_install_brings_the_operator_up(journey):
+    j = journey
+    j.step("helm install sensorpipe charts/sensorpipe --namespace sensorpipe-system --create-namespace --wait")
+    cfg = helm.Config(kubeconfig_path=str(j.k.kubeconfig), namespace=SYSTEM)
+    release = cfg.install(str(ROOT / "charts" / "sensorpipe"), "sensorpipe", CHART_VALUES, namespace=SYSTEM,
+                          create_namespace=True, wait="watcher", timeout=120)
+    j.k.note(f"```\nNAME: {release['name']}\nSTATUS: {release['status']}\nREVISION: {release['revision']}\n"
+             f"NOTES:\n{release['notes']}\n```")
+    assert release["status"] == "deployed"
+    out = j.k.kubectl("get", "deployments", "-n", SYSTEM).stdout
+    assert out.splitlines()[1].split()[:2] == ["sensorpipe-operator", "2/2"], out
+    crd = j.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/sensorpipelines.sensorpipe.io")
+    assert any(c["type"] == "Established" and c["status"] == "True" for c in crd["status"]["conditions"])
+    holder = wait_until(lambda: j.get(LEASE)["spec"].get("holderIdentity"), 30, "an operator to lead")
+    assert holder.startswith("sensorpipe-operator-")
+
+
+def test_apply_then_wait_for_ready_and_get(journey):
+    j = journey
+    j.step("kubectl apply --server-side -f building-a.yaml; kubectl wait --for=condition=Ready")
+    j.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    j.apply(manifest(j.bootstrap))
+    j.k.kubectl("wait", "-n", NS, "--for=condition=Ready", f"sp/{NAME}", "--timeout=120s", timeout=130)
+    out = j.k.kubectl("get", "sp", "-n", NS).stdout.splitlines()
+    assert out[0].split() == ["NAME", "READY", "PHASE", "REPLICAS", "DESIRED", "LAG", "AGE"]
+    assert out[1].split()[:5] == [NAME, "True", "Running", "1", "1"], out
+    admin = AdminClient({"bootstrap.servers": j.bootstrap})
+    topics = admin.list_topics(timeout=10).topics
+    assert len(topics[INPUT].partitions) == PARTITIONS
+    assert {"anomalies", "processed_data", "temperature_readings_dlq", f"{NAME}-state"} <= set(topics)
+
+
+def test_a_burst_of_readings_scales_up_and_outputs_equal_replay(journey):
+    j = journey
+    j.step("simulated sensors: a burst of 6 hours of readings from 30 sensors")
+    j.simulate("--duration", "6h")
+    wait_until(lambda: j.events("ScaleUp"), 60, "a ScaleUp event")
+    inputs = j.caught_up()
+    replicas_seen = {e["note"] for e in j.events("ScaleUp")}
+    j.k.note("ScaleUp events:\n" + "\n".join(sorted(replicas_seen)))
+    assert j.get(WORKERS)["spec"]["replicas"] <= PARTITIONS
+    j.assert_outputs_equal_replay(inputs, manifest(j.bootstrap))
+    j.k.kubectl("describe", "sp", "-n", NS, NAME)
+
+
+def test_without_lag_it_scales_back_down_after_the_stabilization_window(journey):
+    j = journey
+    j.step("lag gone: scale down after scaleDownStabilization (15 s)")
+    wait_until(lambda: j.get(WORKERS)["spec"]["replicas"] == 1, 90, "the workers to scale down to 1", 1)
+    down = j.events("ScaleDown")
+    assert down and all("stabiliz" in e["note"].lower() or "lag" in e["note"].lower() for e in down), down
+    j.k.kubectl("get", "events", "-n", NS)
+
+
+def test_an_invalid_spec_is_rejected_or_reported_as_degraded(journey):
+    j = journey
+    j.step("an invalid spec: refused by the CRD schema, or reported by the operator as Degraded")
+    bad_type = manifest(j.bootstrap, **{"spec.input.partitions": "three"})
+    p = j.k.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(bad_type), check=False)
+    assert p.returncode != 0 and "spec.input.partitions" in p.stderr, p.stderr
+    bad = manifest(j.bootstrap)
+    bad["spec"]["processing"]["thresholds"][0]["metric"] = "co2"
+    j.apply(bad)
+    degraded = wait_until(lambda: (c := j.condition("Degraded")).get("status") == "True" and c, 60, "Degraded")
+    assert degraded["reason"] == "InvalidSpec" and "co2" in degraded["message"], degraded
+    described = j.k.kubectl("describe", "sp", "-n", NS, NAME).stdout
+    assert "InvalidSpec" in described and "co2" in described, described
+    j.apply(manifest(j.bootstrap))
+    wait_until(lambda: j.condition("Degraded").get("status") == "False" and j.condition("Ready").get("status")
+               == "True", 60, "the pipeline to recover")
+
+
+def test_prometheus_scrapes_operator_and_workers_and_the_dashboards_have_data(journey):
+    """Runs after the invalid spec, so the reconcile-errors panel has its InvalidSpec series (a pipeline that never
+    failed has none, and Grafana shows "No data" there)."""
+    j = journey
+    j.step("Prometheus scrapes the operator and the workers; every dashboard query returns data")
+    producer = j.simulate("--duration", "2h", "--rate", "800", "--seed", "7", background=True)
+    try:
+        wait_until(lambda: instant(j.prom, f'up{{namespace="{SYSTEM}"}} == 1') and
+                   instant(j.prom, f'up{{namespace="{NS}"}} == 1'), 60, "operator and worker scrapes")
+        wait_until(lambda: instant(j.prom, "sensorpipe_worker_zone_aggregate"), 90, "zone series")
+        time.sleep(6)
+        results = {(s, t, e): instant(j.prom, substitute(e)) for s, t, e in QUERIES}
+    finally:
+        producer.kill()
+        producer.wait()
+    empty = [f"{s}: {t}: {e}" for (s, t, e), r in results.items() if not r or not finite(r)]
+    j.k.note(f"{len(results)} dashboard queries, {len(results) - len(empty)} with finite data")
+    assert not empty, "queries without data:\n" + "\n".join(empty)
+
+
+def test_killing_the_leading_operator_hands_over_and_loses_nothing(journey):
+    j = journey
+    j.step("kill -9 the leading operator while readings arrive; the other replica takes the lease")
+    before = j.get(LEASE)["spec"]
+    producer = j.simulate("--duration", "3h", "--rate", "3000", "--seed", "11", background=True)
+    try:
+        pod = before["holderIdentity"]
+        leader = next(t for t in json.loads((j.k.pods_dir / "targets.json").read_text())
+                      if t["labels"]["pod"] == pod)
+        pid = subprocess.run(["pgrep", "-f", "sensorpipe-operator run", "-n"], capture_output=True, text=True)
+        pids = [p for p in subprocess.run(["pgrep", "-f", "sensorpipe-operator run"], capture_output=True,
+                                          text=True).stdout.split()
+                if f"POD_NAME={pod}" in pathlib.Path(f"/proc/{p}/environ").read_bytes().replace(b"\0", b" ").decode()]
+        assert len(pids) == 1, (pid.stdout, pids, leader)
+        os.kill(int(pids[0]), signal.SIGKILL)
+        after = wait_until(lambda: (s := j.get(LEASE)["spec"]).get("holderIdentity") not in (None, pod) and s,
+                           60, "another operator to take the lease")
+        assert after["leaseTransitions"] > before.get("leaseTransitions", 0)
+    finally:
+        producer.wait(timeout=120)
+    inputs = j.caught_up()
+    j.assert_outputs_equal_replay(inputs, manifest(j.bootstrap))
+    j.k.kubectl("get", "lease", "-n", SYSTEM)
+    assert j.condition("Ready").get("status") == "True"
+
+
+def test_kubectl_scale_works_when_autoscaling_is_off(journey):
+    j = journey
+    j.step("autoscaling off (kubectl patch); kubectl scale sp --replicas=2")
+    # A JSON patch, not a re-apply without the field: the API server would keep autoscaling's defaulted
+    # sub-fields, which nobody owns, and the schema would then miss maxReplicas.
+    j.k.kubectl("patch", "-n", NS, f"sp/{NAME}", "--type=json",
+                "-p", '[{"op": "remove", "path": "/spec/workers/autoscaling"}]')
+    j.k.kubectl("scale", "-n", NS, f"sp/{NAME}", "--replicas=2")
+    wait_until(lambda: len(j.worker_pods()) == 2 and j.get(WORKERS).get("status", {}).get("readyReplicas") == 2,
+               90, "two ready workers", 1)
+    wait_until(lambda: j.get(f"{SP}/{NAME}")["status"].get("readyReplicas") == 2, 60, "the status to say 2")
+    out = j.k.kubectl("get", "sp", "-n", NS).stdout.splitlines()
+    assert out[1].split()[3:5] == ["2", "2"], out
+
+
+def test_a_spec_change_rolls_the_workers(journey):
+    j = journey
+    j.step("a spec change (a Kafka client property) rolls the workers")
+    before = {p["labels"]["pod"] for p in j.worker_pods()}
+    generation = j.get(f"{SP}/{NAME}")["metadata"]["generation"]
+    changed = manifest(j.bootstrap, **{"spec.workers.autoscaling": None})
+    changed["spec"]["workers"]["kafkaProperties"]["linger.ms"] = "10"
+    j.apply(changed)
+    wait_until(lambda: (pods := {p["labels"]["pod"] for p in j.worker_pods()}) and not pods & before
+               and len(pods) == 2, 120, "every worker to be replaced", 1)
+    j.k.kubectl("rollout", "status", "-n", NS, f"deployment/{NAME}-worker", "--timeout=120s", timeout=130)
+    wait_until(lambda: (sp := j.get(f"{SP}/{NAME}"))["status"].get("observedGeneration") == generation + 1
+               and j.condition("Ready").get("status") == "True", 60, "Ready at the new generation")
+    inputs = j.caught_up()
+    j.assert_outputs_equal_replay(inputs, changed)
+
+
+def test_delete_with_retain_keeps_topics_and_with_delete_removes_them(journey):
+    j = journey
+    j.step("kubectl delete sp: deletionPolicy Retain keeps the Kafka topics, Delete removes topics and group")
+    admin = AdminClient({"bootstrap.servers": j.bootstrap})
+    kept = manifest(j.bootstrap, **{"metadata.name": "building-b", "spec.input.topic": "b_readings",
+                                    "spec.deletionPolicy": "Retain", "spec.workers.autoscaling": None})
+    for out in kept["spec"]["outputs"].values():
+        out["topic"] = "b_" + out["topic"]
+    j.apply(kept)
+    j.k.kubectl("wait", "-n", NS, "--for=condition=Ready", "sp/building-b", "--timeout=120s", timeout=130)
+    j.k.kubectl("delete", "-n", NS, "sp/building-b", "--timeout=60s", timeout=70)
+    topics = set(admin.list_topics(timeout=10).topics)
+    assert {"b_readings", "b_anomalies", "b_processed_data", "building-b-state"} <= topics, topics
+
+    assert committed_offsets(j.bootstrap, GROUP, INPUT, PARTITIONS)[0] >= 0
+    j.k.kubectl("delete", "-n", NS, f"sp/{NAME}", "--timeout=60s", timeout=70)
+    wait_until(lambda: not ({INPUT, "anomalies", "processed_data", "temperature_readings_dlq", f"{NAME}-state"}
+                            & set(admin.list_topics(timeout=10).topics)), 30, "the topics to be deleted")
+    groups = {g.group_id for g in admin.list_consumer_groups().result(timeout=10).valid}
+    assert GROUP not in groups, groups
+    assert j.k.request("GET", WORKERS)[0] == 404, "the worker Deployment is collected with its owner"
+    wait_until(lambda: not j.worker_pods(), 60, "the worker processes to stop")
+    j.k.kubectl("get", "sp,deployments", "-A")
