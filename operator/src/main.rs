@@ -112,6 +112,11 @@ fn init_logging(json: bool) {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // One TLS provider, chosen here: feature unification (the test build links kube's default aws-lc-rs beside
+    // our ring) must not make the client panic at its first connection.
+    if rustls::crypto::ring::default_provider().install_default().is_err() {
+        tracing::debug!("a TLS crypto provider was already installed");
+    }
     let metrics = Metrics::new()?;
     let ready = Arc::new(AtomicBool::new(false));
     let server = tokio::spawn(http::serve(args.http_addr, Health { metrics: metrics.clone(), ready: ready.clone() }));
