@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
@@ -57,6 +57,16 @@ pub(super) fn build(p: &ValidPipeline, defaults: &Defaults, replicas: i32, confi
         spec: Some(DeploymentSpec {
             replicas: Some(replicas),
             selector: LabelSelector { match_labels: Some(selector_labels(p)), ..LabelSelector::default() },
+            // Replace one worker at a time, never surging: the replica count is already capped at the input's
+            // partitions, a surge worker would get no partition, stay unready (readiness is "assigned") and
+            // stall the rollout.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".to_owned()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(0)),
+                    max_unavailable: Some(IntOrString::Int(1)),
+                }),
+            }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
@@ -239,6 +249,12 @@ mod tests {
         let sc = c.security_context.as_ref().unwrap();
         assert_eq!((sc.allow_privilege_escalation, sc.read_only_root_filesystem), (Some(false), Some(true)));
         assert_eq!(pod.security_context.as_ref().unwrap().seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        let rolling = spec.strategy.as_ref().unwrap().rolling_update.as_ref().unwrap();
+        assert_eq!(
+            (rolling.max_surge.clone(), rolling.max_unavailable.clone()),
+            (Some(IntOrString::Int(0)), Some(IntOrString::Int(1))),
+            "no surge beyond the partition cap"
+        );
     }
 
     #[test]
