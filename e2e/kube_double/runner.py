@@ -5,9 +5,10 @@ Secret volumes written to a directory, a loopback address of its own (127.0.1.x:
 that address, so every pod can bind the container port), and its log kept under DIR/pods/.
 
 Readiness comes from the readiness probe (httpGet or tcpSocket on the pod address); status is written back through
-/status like the real controller; a pod template change rolls the replicas (new ones first, an old one goes when a
-new one is ready); scale-down stops the newest; a deleted Deployment stops them all; a replica that exits is
-restarted after the kubelet's back-off (10 s, doubling). There are no Pod or ReplicaSet objects."""
+/status like the real controller; a pod template change rolls the replicas within the strategy's maxSurge and
+maxUnavailable (all at once for Recreate); scale-down stops the newest; a deleted Deployment stops them all; a
+replica that exits is restarted after the kubelet's back-off (10 s, doubling). There are no Pod or ReplicaSet
+objects."""
 
 from __future__ import annotations
 
@@ -119,17 +120,22 @@ class DeploymentRunner:
             await self._probe(p)
         current = [p for p in pods if p.template_hash == thash]
         old = [p for p in pods if p.template_hash != thash]
-        for _ in range(want - len(current)):
+        for p in current[want:][::-1]:
+            self._retire(key, p)
+        surge, unavailable = _rollout_limits(spec.get("strategy") or {}, want)
+        if (spec.get("strategy") or {}).get("type") == "Recreate":
+            for p in old:
+                self._retire(key, p)
+            old, surge = [], 0
+        # Old replicas go while enough replicas stay ready; new ones come while the surge allows.
+        for p in sorted(old, key=lambda p: p.ready):
+            if sum(q.ready for q in self.pods[key]) - p.ready >= want - unavailable:
+                self._retire(key, p)
+        while len(current) < want and len(self.pods[key]) < want + surge:
             pod = self._new_pod(key, d, thash)
             pods.append(pod)
             current.append(pod)
             await self._spawn(pod)
-        for p in current[want:][::-1]:
-            self._retire(key, p)
-        # A rollout keeps old replicas until as many new ones are ready (maxUnavailable 0, surge unbounded).
-        keep_old = max(0, want - sum(p.ready for p in current[:want]))
-        for p in sorted(old, key=lambda p: p.ready)[: max(0, len(old) - keep_old)]:
-            self._retire(key, p)
         self._status(key, d, thash)
 
     def _retire(self, key, pod: Pod) -> None:
@@ -339,6 +345,23 @@ class DeploymentRunner:
         tmp = self.targets.with_suffix(".tmp")
         tmp.write_text(json.dumps(groups, indent=1))
         tmp.replace(self.targets)
+
+
+def _rollout_limits(strategy: dict, replicas: int) -> tuple[int, int]:
+    """(maxSurge, maxUnavailable) as the Deployment controller resolves them: percentages of the replicas, surge
+    rounded up, unavailability down, and never both 0 (https://kubernetes.io/docs/concepts/workloads/controllers/
+    deployment/#rolling-update-deployment)."""
+    rolling = strategy.get("rollingUpdate") or {}
+
+    def resolve(value, round_up: bool) -> int:
+        if isinstance(value, str) and value.endswith("%"):
+            exact = int(value[:-1]) * replicas / 100
+            return int(-(-exact // 1)) if round_up else int(exact)
+        return int(value)
+
+    surge = resolve(rolling.get("maxSurge", "25%"), True)
+    unavailable = resolve(rolling.get("maxUnavailable", "25%"), False)
+    return surge, (1 if surge == 0 and unavailable == 0 else unavailable)
 
 
 def _expand(value: str, env: dict[str, str]) -> str:
