@@ -38,7 +38,7 @@ class Cluster:
                 timeout: float = 120) -> subprocess.CompletedProcess:
         cmd = ["kubectl", *args]
         p = subprocess.run(cmd, env=self.env(), input=stdin, capture_output=True, text=True, timeout=timeout)
-        self.note(f"$ {' '.join(cmd)}\n{p.stdout}{p.stderr}")
+        self.note(f"```\n$ {' '.join(cmd)}\n{p.stdout}{p.stderr}```")
         if check and p.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} exited {p.returncode}:\n{p.stdout}{p.stderr}")
         return p

@@ -18,7 +18,7 @@ _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"
 def human_age(ts: str) -> str:
     """Like apimachinery's duration.HumanDuration: seconds under 2 minutes, then minutes, hours, days."""
     try:
-        then = datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        then = datetime.fromisoformat(ts)  # Time and MicroTime ("...T10:00:00.123456Z")
     except (TypeError, ValueError):
         return "<unknown>"
     s = max(0, int((datetime.now(timezone.utc) - then).total_seconds()))
@@ -69,7 +69,8 @@ BUILT_IN_COLUMNS = {
         ("Holder", lambda o: o.get("spec", {}).get("holderIdentity", "")), ("Age", _age)),
     ("", "Namespace"): (("Status", lambda o: o.get("status", {}).get("phase", "")), ("Age", _age)),
     ("", "Event"): (
-        ("Last Seen", lambda e: human_age(e.get("lastTimestamp") or e.get("eventTime") or "")),
+        ("Last Seen", lambda e: human_age(e.get("lastTimestamp") or (e.get("series") or {}).get("lastObservedTime")
+                                          or e.get("eventTime") or "")),
         ("Type", lambda e: e.get("type", "")), ("Reason", lambda e: e.get("reason", "")),
         ("Object", _event_object), ("Message", lambda e: e.get("message", ""))),
 }
