@@ -13,12 +13,19 @@ pub const PIPELINE_FILE: &str = "pipeline.yaml";
 pub const KAFKA_PROPERTIES_FILE: &str = "kafka.properties";
 
 pub(super) fn build(p: &ValidPipeline) -> ConfigMap {
-    let sp = &p.object;
+    let mut spec = serde_json::to_value(&p.object.spec).unwrap_or_default();
+    // What the workers do not read stays out, so that the config hash (and a rollout of every worker) does not
+    // follow `kubectl scale`, autoscaling settings, resources or the deletion policy. Worker Kafka properties
+    // reach `kafka.properties` below; the delivery mode reaches the worker as env.
+    if let Some(spec) = spec.as_object_mut() {
+        spec.remove("workers");
+        spec.remove("deletionPolicy");
+    }
     let manifest = json!({
         "apiVersion": "sensorpipe.io/v1alpha1",
         "kind": "SensorPipeline",
         "metadata": {"name": p.name, "namespace": p.namespace},
-        "spec": sp.spec,
+        "spec": spec,
     });
     // Serialising a JSON value to YAML cannot fail.
     let pipeline = serde_yaml::to_string(&manifest).unwrap_or_default();
@@ -93,6 +100,30 @@ mod tests {
         assert!(!props.contains("sasl.password") && !props.contains("sasl.username"), "{props}");
         assert_eq!(cm.metadata.name.as_deref(), Some("b-worker"));
         assert_eq!(cm.metadata.owner_references.unwrap()[0].kind, "SensorPipeline");
+    }
+
+    #[test]
+    fn scaling_and_worker_settings_do_not_change_the_hash_but_kafka_properties_do() {
+        let base = fixtures::example();
+        let scaled = fixtures::from_yaml(
+            &serde_yaml::to_string(&{
+                let mut sp = base.object.clone();
+                sp.spec.workers.replicas = Some(7);
+                sp.spec.workers.autoscaling = None;
+                sp
+            })
+            .unwrap(),
+        );
+        assert_eq!(hash(&build(&base)), hash(&build(&scaled)));
+        let tuned = fixtures::from_yaml(
+            &serde_yaml::to_string(&{
+                let mut sp = base.object.clone();
+                sp.spec.workers.kafka_properties.insert("linger.ms".to_owned(), "10".to_owned());
+                sp
+            })
+            .unwrap(),
+        );
+        assert_ne!(hash(&build(&base)), hash(&build(&tuned)));
     }
 
     #[test]
