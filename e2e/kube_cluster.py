@@ -63,6 +63,12 @@ class Cluster:
                 if line.strip():
                     yield json.loads(line)
 
+    def pods(self, deployment: str | None = None) -> dict[str, dict]:
+        """The runner's replicas (name → namespace, deployment, ip, pid, running, ready, restarts, log)."""
+        path = self.pods_dir / "pods.json"
+        pods = json.loads(path.read_text()) if path.exists() else {}
+        return {n: p for n, p in pods.items() if deployment is None or p["deployment"] == deployment}
+
     def pod_logs(self) -> str:
         out = []
         for log in sorted(self.pods_dir.glob("*.log")):

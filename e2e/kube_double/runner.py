@@ -333,7 +333,8 @@ class DeploymentRunner:
             self.api.update(kind, key[0], key[1], {**d, "status": status}, "deployment-controller", "status")
 
     def _write_targets(self) -> None:
-        """Every running pod's named ports, in Prometheus' file_sd format (what a PodMonitor would select)."""
+        """Every running pod's named ports, in Prometheus' file_sd format (what a PodMonitor would select), and
+        pods.json: each replica's address, pid, readiness, restarts and log (what `kubectl get pods` would show)."""
         groups = []
         for (ns, dep), pods in sorted(self.pods.items()):
             for p in pods:
@@ -342,9 +343,14 @@ class DeploymentRunner:
                 for pname, port in p.ports.items():
                     groups.append({"targets": [f"{p.ip}:{port}"],
                                    "labels": {"namespace": ns, "pod": p.name, "deployment": dep, "port": pname}})
-        tmp = self.targets.with_suffix(".tmp")
-        tmp.write_text(json.dumps(groups, indent=1))
-        tmp.replace(self.targets)
+        pods = {p.name: {"namespace": ns, "deployment": dep, "ip": p.ip, "pid": p.proc.pid if p.proc else None,
+                         "running": p.proc is not None and p.proc.returncode is None, "ready": p.ready,
+                         "restarts": p.restarts, "log": str(p.log)}
+                for (ns, dep), ps in sorted(self.pods.items()) for p in ps}
+        for path, data in ((self.targets, groups), (self.pods_dir / "pods.json", pods)):
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, indent=1))
+            tmp.replace(path)  # atomic: readers never see half a file
 
 
 def _rollout_limits(strategy: dict, replicas: int) -> tuple[int, int]:
