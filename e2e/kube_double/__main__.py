@@ -14,6 +14,7 @@ from aiohttp import web
 
 from .api import Api
 from .resources import Registry
+from .runner import DeploymentRunner
 from .server import Server
 from .store import Store
 
@@ -50,7 +51,6 @@ async def main(args: argparse.Namespace) -> None:
     (work / "kubeconfig").write_text(KUBECONFIG.format(server=f"http://127.0.0.1:{port}"))
     deployments = None
     if args.runner:
-        from .runner import DeploymentRunner
         deployments = DeploymentRunner(api, Path(args.runner), work / "pods", f"http://127.0.0.1:{port}",
                                        work / "kubeconfig")
         deployments.start()
