@@ -295,9 +295,16 @@ def test_delete_with_retain_keeps_topics_and_with_delete_removes_them(journey):
         out["topic"] = "b_" + out["topic"]
     j.apply(kept)
     j.k.kubectl("wait", "-n", NS, "--for=condition=Ready", "sp/building-b", "--timeout=120s", timeout=130)
+    kept_group = f"sensorpipe-{NS}-building-b"
+    subprocess.run([str(j.worker_bin), "simulate", "--sensors", "30", "--duration", "3h", "--topic", "b_readings",
+                    "--bootstrap-servers", j.bootstrap], check=True, capture_output=True)
+    wait_until(lambda: max(committed_offsets(j.bootstrap, kept_group, "b_readings", PARTITIONS).values()) > 0, 90,
+               "building-b's workers to commit")
     j.k.kubectl("delete", "-n", NS, "sp/building-b", "--timeout=60s", timeout=70)
     topics = set(admin.list_topics(timeout=10).topics)
     assert {"b_readings", "b_anomalies", "b_processed_data", "building-b-state"} <= topics, topics
+    groups = {g.group_id for g in admin.list_consumer_groups().result(timeout=10).valid}
+    assert kept_group in groups, groups
 
     assert committed_offsets(j.bootstrap, GROUP, INPUT, PARTITIONS)[0] >= 0
     j.k.kubectl("delete", "-n", NS, f"sp/{NAME}", "--timeout=60s", timeout=70)
