@@ -38,10 +38,12 @@ def conflict(kind: Kind, name: str, why: str) -> ApiError:
 
 
 def invalid(kind: Kind, name: str, causes: list[str]) -> ApiError:
+    """`causes` are "field: message" lines, as the API server words them."""
     return ApiError(422, "Invalid", f'{kind.kind}.{kind.group or "core"} "{name}" is invalid: ' + ", ".join(causes),
                     {"name": name, "group": kind.group, "kind": kind.kind,
-                     "causes": [{"reason": "FieldValueInvalid", "message": c,
-                                 "field": c.split(":", 1)[0]} for c in causes]})
+                     # kubectl prints each cause as "field: message"
+                     "causes": [{"reason": "FieldValueInvalid", "message": c.split(": ", 1)[-1],
+                                 "field": c.split(": ", 1)[0]} for c in causes]})
 
 
 def bad_request(message: str) -> ApiError:

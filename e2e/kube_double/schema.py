@@ -6,6 +6,7 @@ required fields. `x-kubernetes-validations` (CEL) rules are not evaluated here."
 from __future__ import annotations
 
 import copy
+import json
 
 import jsonschema
 
@@ -88,5 +89,5 @@ def validate(obj: dict, schema: dict | None) -> list[str]:
     out = []
     for e in errors:
         where = ".".join(str(p) for p in e.absolute_path) or "<root>"
-        out.append(f"{where}: Invalid value: {e.instance!r}: {e.message}")
+        out.append(f"{where}: Invalid value: {json.dumps(e.instance)}: {where} in body: {e.message}")
     return out
