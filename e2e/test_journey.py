@@ -265,7 +265,10 @@ def test_kubectl_scale_works_when_autoscaling_is_off(journey):
     j.k.kubectl("scale", "-n", NS, f"sp/{NAME}", "--replicas=2")
     wait_until(lambda: len(j.worker_pods()) == 2 and j.get(WORKERS).get("status", {}).get("readyReplicas") == 2,
                90, "two ready workers", 1)
-    wait_until(lambda: j.get(f"{SP}/{NAME}")["status"].get("readyReplicas") == 2, 60, "the status to say 2")
+    # The status converges over a reconcile or two after the Deployment does.
+    wait_until(lambda: (st := j.get(f"{SP}/{NAME}")["status"]).get("readyReplicas") == 2
+               and st.get("desiredReplicas") == 2 and j.condition("Ready").get("status") == "True", 60,
+               "the status to say 2 of 2, Ready")
     # Pod names carry the template hash: a restart for a new template would show a new one.
     assert {p.rsplit("-", 2)[1] for p in j.worker_pods()} == {p.rsplit("-", 2)[1] for p in running}, \
         "scaling did not change the pod template (no worker restarted)"
