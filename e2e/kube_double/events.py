@@ -14,14 +14,15 @@ _RENAMED = (("regarding", "involvedObject"), ("note", "message"), ("deprecatedFi
 _SAME = ("metadata", "eventTime", "series", "action", "reason", "related", "type", "reportingInstance")
 
 
+def _convert(ev: dict, api_version: str, renames) -> dict:
+    out = {"apiVersion": api_version, "kind": "Event"}
+    out.update((f, ev[f]) for f in _SAME if f in ev)
+    out.update((dst, ev[src]) for src, dst in renames if src in ev)
+    return out
+
+
 def to_core(ev: dict) -> dict:
-    out = {"apiVersion": "v1", "kind": "Event"}
-    for f in _SAME:
-        if f in ev:
-            out[f] = ev[f]
-    for new, old in _RENAMED:
-        if new in ev:
-            out[old] = ev[new]
+    out = _convert(ev, "v1", _RENAMED)
     if "source" not in out and ev.get("reportingController"):
         out["source"] = {"component": ev["reportingController"]}
     return out
@@ -30,13 +31,7 @@ def to_core(ev: dict) -> dict:
 def from_core(ev: dict) -> dict:
     if ev.get("apiVersion") == API_VERSION:
         return dict(ev)
-    out = {"apiVersion": API_VERSION, "kind": "Event"}
-    for f in _SAME:
-        if f in ev:
-            out[f] = ev[f]
-    for new, old in _RENAMED:
-        if old in ev:
-            out[new] = ev[old]
+    out = _convert(ev, API_VERSION, [(old, new) for new, old in _RENAMED])
     if "reportingController" not in out and (ev.get("source") or {}).get("component"):
         out["reportingController"] = ev["source"]["component"]
     return out
