@@ -1,4 +1,4 @@
-"""Runtime benchmark (not a test): N simulated readings on a local tansu broker, then the same data read by a
+"""Runtime benchmark (not a test): N simulated readings on a local Apache Kafka broker (KRaft, one node), then the same data read by a
 count-only consumer and processed by `sensorpipe-worker run` (consume → engine → produce, exactly-once), one after
 the other in the same run. Prints rates, the ratio, CPU seconds and peak RSS. Run by scripts/bench-runtime.sh."""
 
@@ -10,7 +10,7 @@ import pathlib
 import subprocess
 import time
 
-from brokers import tansu
+from brokers import kafka_cluster
 from kafka_io import create_topics, http_get, metric, stop, worker
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -37,7 +37,8 @@ def main() -> None:
     pipeline = ROOT / "examples" / "smart-building.yaml"
     work = ROOT / "target" / "bench-runtime"
     work.mkdir(parents=True, exist_ok=True)
-    with tansu(work) as bs:
+    with kafka_cluster(work / "kafka", heap="1g") as cluster:
+        bs = cluster.bootstrap
         create_topics(bs, {"temperature_readings": args.partitions,
                            **{t: args.partitions for t in ("anomalies", "processed_data",
                                                            "temperature_readings_dlq", "building-a-state")}})

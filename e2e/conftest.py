@@ -1,10 +1,15 @@
-"""Shared fixtures for the end-to-end tests: they run the real worker binary built by the test command."""
+"""Shared fixtures for the end-to-end tests: they run the real worker binary built by the test command, on the
+shared Apache Kafka broker of the test session (unique topics and groups per test)."""
 
+import json
 import os
 import pathlib
 import subprocess
+from dataclasses import dataclass
 
 import pytest
+
+from brokers import kafka_cluster
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -40,3 +45,30 @@ def operator_bin() -> pathlib.Path:
 @pytest.fixture(scope="session")
 def example_pipeline() -> pathlib.Path:
     return ROOT / "examples" / "smart-building.yaml"
+
+
+@dataclass(frozen=True)
+class SharedKafka:
+    """The session's broker: plaintext `bootstrap`; with security, SSL and SASL_SSL (SCRAM-SHA-512) listeners."""
+    bootstrap: str
+    ssl_bootstrap: str | None = None
+    sasl_bootstrap: str | None = None
+    ca_file: str | None = None
+    users: dict | None = None
+
+
+def _shared(info: dict) -> SharedKafka:
+    return SharedKafka(info["bootstrap"], info.get("ssl_bootstrap"), info.get("sasl_bootstrap"),
+                       info.get("ca_file"), info.get("users"))
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory):
+    """One Apache Kafka broker for the whole session: the test command's (`SENSORPIPE_TEST_KAFKA` names its
+    cluster.json), or one started here for this session."""
+    shared = os.environ.get("SENSORPIPE_TEST_KAFKA")
+    if shared:
+        yield _shared(json.loads(pathlib.Path(shared).read_text()))
+        return
+    with kafka_cluster(tmp_path_factory.mktemp("kafka"), security=True) as cluster:
+        yield _shared(cluster.describe())

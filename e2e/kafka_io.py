@@ -9,7 +9,10 @@ import signal
 import subprocess
 import time
 import urllib.request
+import uuid
+from dataclasses import dataclass
 
+import yaml
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -18,25 +21,53 @@ from brokers import free_port
 FAST_GROUP = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
 
 
-def create_topics(bootstrap: str, partitions: dict[str, int]) -> None:
+def create_topics(bootstrap: str, partitions: dict[str, int], replication_factor: int = 1) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(t, n, 1) for t, n in partitions.items()])
+    futures = admin.create_topics([NewTopic(t, n, replication_factor) for t, n in partitions.items()])
     for topic, f in futures.items():
         f.result(timeout=15)
 
 
-def seal_partitions(bootstrap: str, topic: str, partitions: int) -> None:
-    """Appends one record per partition, each in a batch of its own (a dead letter `missing_field`).
+@dataclass(frozen=True)
+class Pipeline:
+    """A copy of a pipeline manifest whose name and topics carry a tag of their own, so that tests share one broker
+    without sharing a topic or a consumer group."""
+    path: pathlib.Path
+    name: str
+    input: str
+    anomalies: str
+    aggregates: str
+    dead_letters: str
 
-    tansu reports a partition's end as the last batch's base offset + 1 and serves nothing from beyond it, so a
-    consumer that resumes inside the last batch (after a crash) waits for more data. Real Kafka does not do this;
-    a single-record last batch keeps the tests independent of it.
-    """
-    from confluent_kafka import Producer
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
-    for partition in range(partitions):
-        p.produce(topic, value=b'{"end_of_input":true}', partition=partition)
-        p.flush(15)
+    @property
+    def state(self) -> str:
+        return f"{self.name}-state"
+
+    @property
+    def group(self) -> str:
+        """The worker's consumer group when run with `--pipeline` (the operator's is namespaced)."""
+        return f"sensorpipe-{self.name}"
+
+    def topics(self) -> dict[str, str]:
+        return {"input": self.input, "anomalies": self.anomalies, "aggregates": self.aggregates,
+                "dead_letters": self.dead_letters, "state": self.state}
+
+
+def unique_pipeline(example: pathlib.Path, work: pathlib.Path, tag: str | None = None) -> Pipeline:
+    tag = tag or uuid.uuid4().hex[:8]
+    sp = yaml.safe_load(example.read_text())
+    name = f"{sp['metadata']['name']}-{tag}"
+    sp["metadata"]["name"] = name
+    spec = sp["spec"]
+    spec["input"]["topic"] = f"{spec['input']['topic']}-{tag}"
+    outputs = spec.setdefault("outputs", {})
+    for kind, default in (("anomalies", "anomalies"), ("aggregates", "aggregates"), ("deadLetter", "dead-letter")):
+        out = outputs.setdefault(kind, {})
+        out["topic"] = f"{out.get('topic', default)}-{tag}"
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(sp, sort_keys=False))
+    return Pipeline(path, name, spec["input"]["topic"], outputs["anomalies"]["topic"],
+                    outputs["aggregates"]["topic"], outputs["deadLetter"]["topic"])
 
 
 def read_partitions(bootstrap: str, topic: str, partitions: int, settle: float = 3.0,

@@ -1,20 +1,19 @@
-"""The broker harness the Kafka end-to-end tests build on: tansu starts on a free loopback port, creates topics
-with partitions and configs, and round-trips records through an idempotent producer and a consumer group."""
+"""The broker harness the Kafka tests build on (brokers.py): Apache Kafka in KRaft mode on free loopback ports,
+creating topics with partitions and configs, round-tripping records, and reached over plaintext, SSL and SASL_SSL
+with SCRAM-SHA-512 (a wrong password is refused)."""
 
 import uuid
 
-from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from brokers import tansu
 
-
-def consume_all(bootstrap, topic, expected, **extra):
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"g-{uuid.uuid4()}",
-                         "auto.offset.reset": "earliest", "session.timeout.ms": 6000, **extra})
+def consume_all(config: dict, topic: str, expected: int) -> list[bytes]:
+    consumer = Consumer({**config, "group.id": f"g-{uuid.uuid4()}", "auto.offset.reset": "earliest"})
     consumer.subscribe([topic])
     got = []
-    for _ in range(200):
+    for _ in range(300):
         msg = consumer.poll(0.1)
         if msg is not None and msg.error() is None:
             got.append(msg.value())
@@ -24,17 +23,50 @@ def consume_all(bootstrap, topic, expected, **extra):
     return got
 
 
-def test_tansu_creates_topics_with_configs_and_round_trips(tmp_path):
-    with tansu(tmp_path) as bootstrap:
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-        topic = f"readings-{uuid.uuid4().hex[:8]}"
-        futures = admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1,
-                                                config={"retention.ms": "3600000"})])
-        futures[topic].result(timeout=10)
-        assert len(admin.list_topics(timeout=5).topics[topic].partitions) == 3
+def round_trip(config: dict, topic: str) -> list[bytes]:
+    producer = Producer({**config, "enable.idempotence": True})
+    for i in range(10):
+        producer.produce(topic, key=f"room_{i}", value=f'{{"i":{i}}}')
+    assert producer.flush(15) == 0
+    return sorted(consume_all(config, topic, 10))
 
-        producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
-        for i in range(10):
-            producer.produce(topic, key=f"room_{i}", value=f'{{"i":{i}}}')
-        assert producer.flush(10) == 0
-        assert sorted(consume_all(bootstrap, topic, 10)) == sorted(f'{{"i":{i}}}'.encode() for i in range(10))
+
+EXPECTED = sorted(f'{{"i":{i}}}'.encode() for i in range(10))
+
+
+def test_kafka_creates_topics_with_configs_and_round_trips(kafka):
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    topic = f"readings-{uuid.uuid4().hex[:8]}"
+    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1,
+                                  config={"retention.ms": "3600000"})])[topic].result(timeout=15)
+    assert len(admin.list_topics(timeout=5).topics[topic].partitions) == 3
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    configs = admin.describe_configs([resource])[resource].result(timeout=10)
+    assert configs["retention.ms"].value == "3600000"
+    assert round_trip({"bootstrap.servers": kafka.bootstrap}, topic) == EXPECTED
+
+
+def secure(kafka, protocol: str, password: str | None = None) -> dict:
+    config = {"security.protocol": protocol, "ssl.ca.location": kafka.ca_file}
+    if protocol == "SSL":
+        return {**config, "bootstrap.servers": kafka.ssl_bootstrap}
+    return {**config, "bootstrap.servers": kafka.sasl_bootstrap, "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": "sensorpipe", "sasl.password": password or kafka.users["sensorpipe"]}
+
+
+@pytest.mark.parametrize("protocol", ["SSL", "SASL_SSL"])
+def test_tls_and_scram_listeners_verify_the_test_ca(kafka, protocol):
+    topic = f"secure-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=15)
+    assert round_trip(secure(kafka, protocol), topic) == EXPECTED
+
+
+def test_a_wrong_scram_password_is_refused(kafka):
+    errors = []
+    admin = AdminClient({**secure(kafka, "SASL_SSL", password="not-the-password"), "log_level": 0,
+                         "error_cb": errors.append})
+    with pytest.raises(KafkaException):
+        admin.list_topics(timeout=5)
+    admin.poll(1)  # serves the error callback
+    assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), errors

@@ -5,7 +5,7 @@
 - Every metric a dashboard or alert uses is exported: worker metrics by a real worker's /metrics, operator metrics
   by the table in docs/operator.md (which operator/src/metrics.rs tests against the registry). A renamed metric
   fails here.
-- With a real Prometheus scraping a real worker that processes simulated readings on tansu, every panel query and
+- With a real Prometheus scraping a real worker that processes simulated readings on Apache Kafka, every panel query and
   variable over worker metrics returns data. Queries over the operator's metrics need a running operator, which
   needs a Kubernetes API: the cluster journey (e2e with the API test double) runs those.
 """
@@ -21,9 +21,8 @@ import promql_parser
 import pytest
 import yaml
 
-from brokers import tansu
 from chart_support import ROOT, dashboard_queries, dashboards, rule_groups
-from kafka_io import create_topics, http_get, wait_until, worker
+from kafka_io import create_topics, http_get, unique_pipeline, wait_until, worker
 from prometheus_server import instant, prometheus, set_targets
 
 # What Grafana substitutes, for a pipeline `building-a` in namespace `facilities` (examples/smart-building.yaml).
@@ -34,10 +33,11 @@ VARIABLES = {
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
-def substitute(expr: str) -> str:
+def substitute(expr: str, pipeline: str = VARIABLES["$pipeline"]) -> str:
+    values = {**VARIABLES, "$pipeline": pipeline}
     # Longest names first, so $__rate_interval is not read as $__r… of another variable.
-    for name in sorted(VARIABLES, key=len, reverse=True):
-        expr = expr.replace(name, VARIABLES[name])
+    for name in sorted(values, key=len, reverse=True):
+        expr = expr.replace(name, values[name])
     return expr
 
 
@@ -140,37 +140,37 @@ def test_a_renamed_metric_would_be_caught():
 
 # --- a real Prometheus scraping a real worker -------------------------------------------------------------------
 
-INPUT = "temperature_readings"
-TOPICS = {INPUT: 4, "anomalies": 2, "processed_data": 2, "temperature_readings_dlq": 1, "building-a-state": 4}
 
 
 def finite(result: list[dict]) -> bool:
     return any(math.isfinite(float(s["value"][1])) for s in result)
 
 
-def test_with_a_real_prometheus_every_worker_query_returns_data(worker_bin, example_pipeline, tmp_path):
+def test_with_a_real_prometheus_every_worker_query_returns_data(worker_bin, kafka, example_pipeline, tmp_path):
     """Two workers share the input (the second joins mid-run, so rebalances and restores happen while Prometheus
     scrapes); readings keep arriving while the queries run, so rates and quantiles have samples."""
-    with tansu(tmp_path) as bs, prometheus(tmp_path) as prom:
-        create_topics(bs, TOPICS)
+    pipe = unique_pipeline(example_pipeline, tmp_path)
+    bs = kafka.bootstrap
+    with prometheus(tmp_path) as prom:
+        create_topics(bs, {pipe.input: 4, pipe.anomalies: 2, pipe.aggregates: 2, pipe.dead_letters: 1, pipe.state: 4})
         producer = subprocess.Popen(
-            [str(worker_bin), "simulate", "--sensors", "30", "--duration", "12h", "--topic", INPUT,
+            [str(worker_bin), "simulate", "--sensors", "30", "--duration", "12h", "--topic", pipe.input,
              "--bootstrap-servers", bs, "--rate", "1500"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            with worker(worker_bin, example_pipeline, bs, tmp_path / "worker-0.log") as (_, port0):
+            with worker(worker_bin, pipe.path, bs, tmp_path / "worker-0.log") as (_, port0):
                 set_targets(tmp_path, {"building-a-worker-0": port0})
                 wait_until(lambda: instant(prom, 'up{pod="building-a-worker-0"} == 1'), 30, "first scrape")
                 # Zone gauges appear once the first 5-minute windows close, anomalies once episodes start.
                 wait_until(lambda: instant(prom, "sensorpipe_worker_zone_aggregate") and instant(
                     prom, "sensorpipe_worker_zone_anomalies_total"), 90, "zone series")
-                with worker(worker_bin, example_pipeline, bs, tmp_path / "worker-1.log") as (_, port1):
+                with worker(worker_bin, pipe.path, bs, tmp_path / "worker-1.log") as (_, port1):
                     set_targets(tmp_path, {"building-a-worker-0": port0, "building-a-worker-1": port1})
                     wait_until(lambda: instant(
                         prom, 'sensorpipe_worker_assigned_partitions{pod="building-a-worker-1"} > 0'), 60,
                         "the second worker to take partitions")
                     time.sleep(5)  # several samples of everything within the rate windows
                     exposition = http_get(port0, "/metrics")[1] + http_get(port1, "/metrics")[1]
-                    results = {(s, t, e): instant(prom, substitute(e)) for s, t, e in QUERIES
+                    results = {(s, t, e): instant(prom, substitute(e, pipe.name)) for s, t, e in QUERIES
                                if not any(n.startswith("sensorpipe_operator_") for n in metric_names(substitute(e)))}
         finally:
             producer.kill()

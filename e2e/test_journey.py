@@ -1,6 +1,7 @@
 """The user journey on one machine: `helm install` (Helm's own engine), `kubectl apply`, `wait`, `get`, `scale`,
 `describe`, `delete` — against the local Kubernetes API test double (e2e/kube_double), whose deployment runner runs
-the real operator and worker binaries as the chart's and the operator's Deployments say, on a real tansu broker,
+the real operator and worker binaries as the chart's and the operator's Deployments say, on Apache Kafka (the
+session's shared broker; no other test uses the example's topic names),
 scraped by a real Prometheus.
 
 The tests run in file order and share one installation, like one user's session; each step's kubectl and Helm
@@ -21,18 +22,18 @@ import pytest
 import yaml
 from confluent_kafka.admin import AdminClient
 
-from brokers import tansu
-from kafka_io import (committed_offsets, read_partitions, seal_partitions, wait_caught_up, wait_until)
+from kafka_io import committed_offsets, read_partitions, wait_caught_up, wait_until
 from kube_cluster import kube_double
 from prometheus_server import instant, prometheus
 from test_chart_dashboards import QUERIES, finite, substitute
-from test_runtime import assert_exactly, ends_of, expected, outputs_committed
+from verify import assert_exactly, ends_of, expected, outputs_committed
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 REPORT = ROOT / "target" / "journey-report.md"
 NS, SYSTEM = "facilities", "sensorpipe-system"
 NAME = "building-a"
 INPUT, PARTITIONS = "temperature_readings", 3
+OUTPUTS = {"anomalies": "anomalies", "aggregates": "processed_data", "dead_letters": "temperature_readings_dlq"}
 GROUP = f"sensorpipe-{NS}-{NAME}"
 SP = f"/apis/sensorpipe.io/v1alpha1/namespaces/{NS}/sensorpipelines"
 WORKERS = f"/apis/apps/v1/namespaces/{NS}/deployments/{NAME}-worker"
@@ -107,8 +108,7 @@ class Journey:
         return next((c for c in sp.get("status", {}).get("conditions", []) if c["type"] == type_), {})
 
     def caught_up(self, timeout: float = 240) -> dict[int, list]:
-        """Seals the input, waits until the workers' group has committed all of it; returns the input."""
-        seal_partitions(self.bootstrap, INPUT, PARTITIONS)
+        """Waits until the workers' group has committed all of the input so far; returns that input."""
         inputs = read_partitions(self.bootstrap, INPUT, PARTITIONS)
         wait_caught_up(self.bootstrap, GROUP, INPUT, ends_of(inputs), timeout=timeout)
         return inputs
@@ -116,20 +116,20 @@ class Journey:
     def assert_outputs_equal_replay(self, inputs: dict[int, list], pipeline: dict) -> None:
         path = self.work / "pipeline.yaml"
         path.write_text(yaml.safe_dump(pipeline))
-        got = outputs_committed(self.bootstrap, PARTITIONS)
+        got = outputs_committed(self.bootstrap, OUTPUTS, PARTITIONS)
         assert_exactly(got, expected(self.worker_bin, path, inputs, self.work))
 
 
 @pytest.fixture(scope="module")
-def journey(tmp_path_factory, worker_bin, operator_bin):
+def journey(tmp_path_factory, kafka, worker_bin, operator_bin):
     work = tmp_path_factory.mktemp("journey")
     REPORT.parent.mkdir(exist_ok=True)
     REPORT.write_text("# The user journey against the local Kubernetes API double\n")
     runner = {"ghcr.io/sensorpipe/sensorpipe-operator": str(operator_bin),
               "ghcr.io/sensorpipe/sensorpipe-worker": str(worker_bin)}
-    with tansu(work) as bs, kube_double(work / "k8s", runner=runner, report=REPORT) as k, \
+    with kube_double(work / "k8s", runner=runner, report=REPORT) as k, \
             prometheus(work, k.pods_dir / "targets.json") as prom:
-        j = Journey(k, bs, prom, work, worker_bin)
+        j = Journey(k, kafka.bootstrap, prom, work, worker_bin)
         try:
             yield j
         finally:

@@ -19,8 +19,8 @@ import urllib.request
 
 import pytest
 
-from brokers import free_port, tansu
-from kafka_io import canonical, http_get, read_partitions, replay_partitions, wait_until
+from brokers import free_port
+from kafka_io import canonical, http_get, read_partitions, replay_partitions, unique_pipeline, wait_until
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TOPICS = {"input": "temperature_readings", "anomalies": "anomalies", "aggregates": "processed_data",
@@ -206,29 +206,32 @@ def test_readings_from_standard_input(sensorpipe_bin, worker_bin, example_pipeli
             r.proc.wait()
 
 
-def test_on_a_real_broker_with_bootstrap_servers(sensorpipe_bin, worker_bin, example_pipeline, tmp_path):
-    """`--bootstrap-servers`: tansu instead of the embedded broker. The operator's admin client creates the topics
-    with the spec's partitions, workers run the pipeline's delivery (exactly-once), anomalies reach the page."""
+def test_on_a_real_broker_with_bootstrap_servers(sensorpipe_bin, kafka, example_pipeline, tmp_path):
+    """`--bootstrap-servers`: Apache Kafka instead of the embedded broker. The operator's admin client creates the
+    topics with the spec's partitions (replication capped at the cluster's one broker, and said so), workers run
+    the pipeline's delivery (exactly-once), anomalies reach the page."""
     from confluent_kafka.admin import AdminClient
 
-    with tansu(tmp_path) as bs:
-        r = Run(sensorpipe_bin, example_pipeline, tmp_path,
-                ["--bootstrap-servers", bs, *RUN, "--quiet"])
-        try:
-            wait_until(lambda: r.said(r"input finished: \d+ readings") or r.proc.poll() is not None, 120,
-                       "the simulation to be produced")
-            assert r.said(r"broker external \(127\.0\.0\.1:\d+\), delivery exactlyOnce"), r.stderr
-            topics = AdminClient({"bootstrap.servers": bs}).list_topics(timeout=10).topics
-            for name, partitions in [("temperature_readings", 10), ("anomalies", 3), ("processed_data", 3),
-                                     ("temperature_readings_dlq", 1), ("building-a-state", 10)]:
-                assert len(topics[name].partitions) == partitions, name
-            wait_until(lambda: r.state()["anomaliesTotal"] > 0 and r.state()["aggregatesTotal"] > 0, 120,
-                       "outputs on the page")
-            assert r.interrupt() == 0, r.stderr[-10:]
-        finally:
-            if r.proc.poll() is None:
-                r.proc.kill()
-                r.proc.wait()
+    pipe = unique_pipeline(example_pipeline, tmp_path)
+    bs = kafka.bootstrap
+    r = Run(sensorpipe_bin, pipe.path, tmp_path, ["--bootstrap-servers", bs, *RUN, "--quiet"])
+    try:
+        wait_until(lambda: r.said(r"input finished: \d+ readings") or r.proc.poll() is not None, 120,
+                   "the simulation to be produced")
+        assert r.said(r"broker external \(127\.0\.0\.1:\d+\), delivery exactlyOnce"), r.stderr
+        assert r.said(rf"created topic {pipe.input} \(10 partitions, replication factor 1: the cluster has 1 "
+                      rf"broker, the spec asks 3\)"), r.stderr
+        topics = AdminClient({"bootstrap.servers": bs}).list_topics(timeout=10).topics
+        for name, partitions in [(pipe.input, 10), (pipe.anomalies, 3), (pipe.aggregates, 3),
+                                 (pipe.dead_letters, 1), (pipe.state, 10)]:
+            assert len(topics[name].partitions) == partitions, name
+        wait_until(lambda: r.state()["anomaliesTotal"] > 0 and r.state()["aggregatesTotal"] > 0, 120,
+                   "outputs on the page")
+        assert r.interrupt() == 0, r.stderr[-10:]
+    finally:
+        if r.proc.poll() is None:
+            r.proc.kill()
+            r.proc.wait()
 
 
 def worker_pids(log_dir: pathlib.Path) -> list[int]:

@@ -1,6 +1,6 @@
 //! Reconcile against an in-memory Kubernetes API (the `kube-fake-client` crate: a mock only because no API
-//! server can run here; the end-to-end journey against a local API double is e2e's job) and a real Kafka-protocol
-//! broker for the topic side (tansu, started per test on a free port).
+//! server can run here; the end-to-end journey against a local API double is e2e's job) and Apache Kafka for the
+//! topic side (the test run's shared broker; each test's pipeline has a name, topics and group of its own).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns: a panic is the failure report
 
@@ -21,7 +21,7 @@ use sensorpipe_operator::build::Defaults;
 use sensorpipe_operator::controller::{Context, FINALIZER, reconcile};
 use sensorpipe_operator::crd::{ConditionStatus, SensorPipeline};
 use sensorpipe_operator::metrics::Metrics;
-use support::Tansu;
+use support::{Kafka, kafka, unique};
 
 /// A resource of the same group/version/kind with a `Default`, which the fake client needs to learn that
 /// SensorPipeline has a status subresource.
@@ -37,16 +37,58 @@ mod gvk {
 
 const NS: &str = "facilities";
 
-fn pipeline(bootstrap: &str, extra: &str) -> SensorPipeline {
+/// One test's pipeline name and topic names, unique on the shared broker.
+#[derive(Clone, Debug)]
+struct Names {
+    name: String,
+    input: String,
+    anomalies: String,
+    aggregates: String,
+}
+
+impl Names {
+    fn new() -> Self {
+        let name = unique("building");
+        Self {
+            input: format!("{name}-readings"),
+            anomalies: format!("{name}-anomalies"),
+            aggregates: format!("{name}-processed"),
+            name,
+        }
+    }
+
+    fn dead_letter(&self) -> String {
+        format!("{}-dead-letter", self.name)
+    }
+
+    fn state(&self) -> String {
+        format!("{}-state", self.name)
+    }
+
+    fn all_topics(&self) -> [String; 5] {
+        [self.input.clone(), self.anomalies.clone(), self.aggregates.clone(), self.dead_letter(), self.state()]
+    }
+
+    fn group(&self) -> String {
+        format!("sensorpipe-{NS}-{}", self.name)
+    }
+
+    fn workers(&self) -> String {
+        format!("{}-worker", self.name)
+    }
+}
+
+fn pipeline(n: &Names, bootstrap: &str, extra: &str) -> SensorPipeline {
+    let Names { name, input, anomalies, aggregates } = n;
     let yaml = format!(
         r#"
 apiVersion: sensorpipe.io/v1alpha1
 kind: SensorPipeline
-metadata: {{name: building-a, namespace: {NS}, uid: 11111111-2222-3333-4444-555555555555, generation: 1}}
+metadata: {{name: {name}, namespace: {NS}, uid: 11111111-2222-3333-4444-555555555555, generation: 1}}
 spec:
   kafka: {{bootstrapServers: "{bootstrap}"}}
   input:
-    topic: temperature_readings
+    topic: {input}
     managed: true
     partitions: 4
     fields: {{metrics: [temperature], zone: zone}}
@@ -54,8 +96,8 @@ spec:
     thresholds:
       - {{name: overheat, metric: temperature, above: 30}}
   outputs:
-    anomalies: {{topic: anomalies, partitions: 2}}
-    aggregates: {{topic: processed_data}}
+    anomalies: {{topic: {anomalies}, partitions: 2}}
+    aggregates: {{topic: {aggregates}}}
 {extra}"#
     );
     let mut sp: SensorPipeline = serde_yaml::from_str(&yaml).unwrap();
@@ -69,10 +111,13 @@ spec:
 struct Harness {
     ctx: Arc<Context>,
     api: Api<SensorPipeline>,
+    /// The pipeline under test (the last object given).
+    name: String,
 }
 
 impl Harness {
     async fn new(objects: Vec<SensorPipeline>) -> Self {
+        let name = objects.last().and_then(|o| o.metadata.name.clone()).unwrap_or_default();
         let mut builder = ClientBuilder::new()
             .with_resource::<SensorPipeline>()
             .with_status_subresource::<gvk::SensorPipeline>()
@@ -88,11 +133,15 @@ impl Harness {
             Duration::from_secs(3),
             Duration::from_secs(15),
         ));
-        Self { ctx, api: Api::namespaced(client, NS) }
+        Self { ctx, api: Api::namespaced(client, NS), name }
     }
 
     async fn get(&self) -> SensorPipeline {
-        self.api.get("building-a").await.unwrap()
+        self.api.get(&self.name).await.unwrap()
+    }
+
+    async fn replace(&self, sp: &SensorPipeline) {
+        self.api.replace(&self.name, &PostParams::default(), sp).await.unwrap();
     }
 
     /// Runs reconciles until one returns something other than "the finalizer was just added".
@@ -118,27 +167,27 @@ impl Harness {
 
 #[tokio::test]
 async fn creates_topics_and_workers_and_reports_ready_once_workers_are() {
-    let kafka = Tansu::start();
-    let h = Harness::new(vec![pipeline(&kafka.bootstrap, "")]).await;
+    let (kafka, n) = (kafka(), Names::new());
+    let h = Harness::new(vec![pipeline(&n, &kafka.bootstrap, "")]).await;
     let action = h.reconcile().await.unwrap();
     assert_eq!(action, Action::requeue(Duration::from_secs(15)));
 
     for (topic, partitions) in [
-        ("temperature_readings", 4),
-        ("anomalies", 2),
-        ("processed_data", 1),
-        ("building-a-dead-letter", 1),
-        ("building-a-state", 4),
+        (n.input.clone(), 4),
+        (n.anomalies.clone(), 2),
+        (n.aggregates.clone(), 1),
+        (n.dead_letter(), 1),
+        (n.state(), 4),
     ] {
-        assert_eq!(kafka.partitions(topic), Some(partitions), "topic {topic}");
+        assert_eq!(kafka.partitions(&topic), Some(partitions), "topic {topic}");
     }
     let client = h.ctx.client.clone();
-    let deployment = Api::<Deployment>::namespaced(client.clone(), NS).get("building-a-worker").await.unwrap();
+    let deployment = Api::<Deployment>::namespaced(client.clone(), NS).get(&n.workers()).await.unwrap();
     assert_eq!(deployment.spec.as_ref().unwrap().replicas, Some(1));
-    assert_eq!(deployment.metadata.owner_references.as_ref().unwrap()[0].name, "building-a");
-    Api::<ConfigMap>::namespaced(client.clone(), NS).get("building-a-worker").await.unwrap();
-    Api::<Service>::namespaced(client.clone(), NS).get("building-a-worker-metrics").await.unwrap();
-    Api::<PodDisruptionBudget>::namespaced(client.clone(), NS).get("building-a-worker").await.unwrap();
+    assert_eq!(deployment.metadata.owner_references.as_ref().unwrap()[0].name, n.name);
+    Api::<ConfigMap>::namespaced(client.clone(), NS).get(&n.workers()).await.unwrap();
+    Api::<Service>::namespaced(client.clone(), NS).get(&format!("{}-metrics", n.workers())).await.unwrap();
+    Api::<PodDisruptionBudget>::namespaced(client.clone(), NS).get(&n.workers()).await.unwrap();
 
     let sp = h.get().await;
     assert!(sp.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER));
@@ -152,7 +201,7 @@ async fn creates_topics_and_workers_and_reports_ready_once_workers_are() {
     // The Deployment controller reports a ready worker: the pipeline becomes Ready.
     let ready = serde_json::json!({"status": {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1, "availableReplicas": 1}});
     Api::<Deployment>::namespaced(client.clone(), NS)
-        .patch_status("building-a-worker", &PatchParams::default(), &Patch::Merge(&ready))
+        .patch_status(&n.workers(), &PatchParams::default(), &Patch::Merge(&ready))
         .await
         .unwrap();
     h.reconcile().await.unwrap();
@@ -163,8 +212,8 @@ async fn creates_topics_and_workers_and_reports_ready_once_workers_are() {
 
 #[tokio::test]
 async fn a_spec_change_rolls_the_workers_and_scale_follows_the_spec() {
-    let kafka = Tansu::start();
-    let h = Harness::new(vec![pipeline(&kafka.bootstrap, "")]).await;
+    let (kafka, n) = (kafka(), Names::new());
+    let h = Harness::new(vec![pipeline(&n, &kafka.bootstrap, "")]).await;
     h.reconcile().await.unwrap();
     let deployments = Api::<Deployment>::namespaced(h.ctx.client.clone(), NS);
     let hash = |d: &Deployment| {
@@ -172,23 +221,23 @@ async fn a_spec_change_rolls_the_workers_and_scale_follows_the_spec() {
             ["sensorpipe.io/config-hash"]
             .clone()
     };
-    let before = hash(&deployments.get("building-a-worker").await.unwrap());
+    let before = hash(&deployments.get(&n.workers()).await.unwrap());
 
-    // `kubectl scale sp building-a --replicas 3` writes spec.workers.replicas through the scale subresource.
+    // `kubectl scale sp NAME --replicas 3` writes spec.workers.replicas through the scale subresource.
     let mut sp = h.get().await;
     sp.spec.workers.replicas = Some(3);
     sp.spec.processing.thresholds[0].above = Some(35.0);
-    h.api.replace("building-a", &PostParams::default(), &sp).await.unwrap();
+    h.replace(&sp).await;
     h.reconcile().await.unwrap();
-    let after = deployments.get("building-a-worker").await.unwrap();
+    let after = deployments.get(&n.workers()).await.unwrap();
     assert_eq!(after.spec.as_ref().unwrap().replicas, Some(3));
     assert_ne!(hash(&after), before, "a processing change must change the pod template");
 }
 
 #[tokio::test]
 async fn an_invalid_spec_is_degraded_with_the_message_and_waits_for_a_change() {
-    let kafka = Tansu::start();
-    let mut sp = pipeline(&kafka.bootstrap, "");
+    let (kafka, n) = (kafka(), Names::new());
+    let mut sp = pipeline(&n, &kafka.bootstrap, "");
     sp.spec.processing.thresholds[0].metric = "temprature".into();
     let h = Harness::new(vec![sp]).await;
     let action = h.reconcile().await.unwrap();
@@ -198,13 +247,13 @@ async fn an_invalid_spec_is_degraded_with_the_message_and_waits_for_a_change() {
     assert_eq!((status, reason.as_str()), (ConditionStatus::True, "InvalidSpec"));
     assert!(message.contains("spec.processing.thresholds[0].metric"), "{message}");
     assert_eq!(sp.status.as_ref().unwrap().phase, sensorpipe_operator::crd::Phase::Failed);
-    assert_eq!(kafka.partitions("temperature_readings"), None, "nothing is created for an invalid spec");
+    assert_eq!(kafka.partitions(&n.input), None, "nothing is created for an invalid spec");
 }
 
 #[tokio::test]
 async fn kafka_unreachable_is_a_condition_and_a_retry() {
     let port = support::free_port();
-    let h = Harness::new(vec![pipeline(&format!("127.0.0.1:{port}"), "")]).await;
+    let h = Harness::new(vec![pipeline(&Names::new(), &format!("127.0.0.1:{port}"), "")]).await;
     let err = h.reconcile().await.unwrap_err();
     assert_eq!(err.reason(), "KafkaUnavailable", "{err}");
     let sp = h.get().await;
@@ -216,56 +265,115 @@ async fn kafka_unreachable_is_a_condition_and_a_retry() {
 
 #[tokio::test]
 async fn a_missing_unmanaged_input_is_reported_and_no_workers_start() {
-    let kafka = Tansu::start();
-    let mut sp = pipeline(&kafka.bootstrap, "");
+    let (kafka, n) = (kafka(), Names::new());
+    let mut sp = pipeline(&n, &kafka.bootstrap, "");
     sp.spec.input.managed = false;
     let h = Harness::new(vec![sp]).await;
     h.reconcile().await.unwrap();
     let sp = h.get().await;
     let (status, reason, message) = Harness::condition(&sp, "TopicsReady");
     assert_eq!((status, reason.as_str()), (ConditionStatus::False, "InputTopicMissing"));
-    assert!(message.contains("temperature_readings"), "{message}");
+    assert!(message.contains(&n.input), "{message}");
     let deployments = Api::<Deployment>::namespaced(h.ctx.client.clone(), NS);
-    assert!(deployments.get_opt("building-a-worker").await.unwrap().is_none());
+    assert!(deployments.get_opt(&n.workers()).await.unwrap().is_none());
 }
 
 #[tokio::test]
 async fn shrinking_partitions_is_not_supported_and_changes_nothing() {
-    let kafka = Tansu::start();
-    let h = Harness::new(vec![pipeline(&kafka.bootstrap, "")]).await;
+    let (kafka, n) = (kafka(), Names::new());
+    let h = Harness::new(vec![pipeline(&n, &kafka.bootstrap, "")]).await;
     h.reconcile().await.unwrap();
     let mut sp = h.get().await;
     sp.spec.outputs.anomalies.settings.partitions = Some(1);
-    h.api.replace("building-a", &PostParams::default(), &sp).await.unwrap();
+    h.replace(&sp).await;
     h.reconcile().await.unwrap();
     let sp = h.get().await;
     let (status, reason, message) = Harness::condition(&sp, "Degraded");
     assert_eq!((status, reason.as_str()), (ConditionStatus::True, "NotSupported"), "{message}");
-    assert_eq!(kafka.partitions("anomalies"), Some(2));
+    assert!(message.contains(&n.anomalies), "{message}");
+    assert_eq!(kafka.partitions(&n.anomalies), Some(2));
+}
+
+#[tokio::test]
+async fn growing_partitions_adds_them_on_kafka() {
+    let (kafka, n) = (kafka(), Names::new());
+    let h = Harness::new(vec![pipeline(&n, &kafka.bootstrap, "")]).await;
+    h.reconcile().await.unwrap();
+    let mut sp = h.get().await;
+    sp.spec.outputs.anomalies.settings.partitions = Some(6);
+    sp.spec.input.settings.partitions = Some(8);
+    h.replace(&sp).await;
+    h.reconcile().await.unwrap();
+    assert_eq!(kafka.partitions(&n.anomalies), Some(6));
+    assert_eq!(kafka.partitions(&n.input), Some(8));
+    // The state topic follows the input: one state partition per input partition.
+    assert_eq!(kafka.partitions(&n.state()), Some(8));
+    let sp = h.get().await;
+    let (status, reason, message) = Harness::condition(&sp, "TopicsReady");
+    assert_eq!(status, ConditionStatus::True, "{reason}: {message}");
+    let topics = &sp.status.as_ref().unwrap().topics;
+    assert_eq!(topics.iter().find(|t| t.name == n.anomalies).and_then(|t| t.partitions), Some(6), "{topics:?}");
+}
+
+#[tokio::test]
+async fn a_replication_factor_change_is_reported_not_attempted() {
+    let (kafka, n) = (kafka(), Names::new());
+    let h = Harness::new(vec![pipeline(&n, &kafka.bootstrap, "")]).await;
+    h.reconcile().await.unwrap();
+    let mut sp = h.get().await;
+    sp.spec.outputs.anomalies.settings.replication_factor = Some(3);
+    h.replace(&sp).await;
+    h.reconcile().await.unwrap();
+    let sp = h.get().await;
+    let (status, reason, message) = Harness::condition(&sp, "Degraded");
+    assert_eq!((status, reason.as_str()), (ConditionStatus::True, "NotSupported"), "{message}");
+    assert!(message.contains(&n.anomalies) && message.contains("replication factor 1"), "{message}");
+    assert_eq!(kafka.partitions(&n.anomalies), Some(2), "the topic is left as it is");
 }
 
 #[tokio::test]
 async fn an_output_topic_claimed_by_an_older_pipeline_is_a_conflict_for_the_newer() {
-    let kafka = Tansu::start();
-    let mut old = pipeline(&kafka.bootstrap, "");
-    old.metadata.name = Some("building-0".into());
+    let (kafka, n) = (kafka(), Names::new());
+    let mut old = pipeline(&n, &kafka.bootstrap, "");
+    let older = format!("{}-older", n.name);
+    old.metadata.name = Some(older.clone());
     old.metadata.uid = Some("00000000-0000-0000-0000-000000000000".into());
     old.metadata.creation_timestamp = Some(Time(jiff::Timestamp::from_second(1_000).unwrap()));
-    let mut new = pipeline(&kafka.bootstrap, "");
+    let mut new = pipeline(&n, &kafka.bootstrap, "");
     new.metadata.creation_timestamp = Some(Time(jiff::Timestamp::from_second(2_000).unwrap()));
     let h = Harness::new(vec![old, new]).await;
     h.reconcile().await.unwrap();
     let sp = h.get().await;
     let (status, reason, message) = Harness::condition(&sp, "Degraded");
     assert_eq!((status, reason.as_str()), (ConditionStatus::True, "ResourceConflict"));
-    assert!(message.contains("anomalies") && message.contains("facilities/building-0"), "{message}");
+    assert!(message.contains(&n.anomalies) && message.contains(&format!("facilities/{older}")), "{message}");
 }
 
-async fn delete_with_policy(policy: &str) -> (Tansu, Vec<Option<usize>>) {
-    let kafka = Tansu::start();
-    let h = Harness::new(vec![pipeline(&kafka.bootstrap, &format!("  deletionPolicy: {policy}\n"))]).await;
+/// Commits an offset for `group` on `topic`, as a worker that processed some input would.
+fn commit_offset(kafka: &Kafka, group: &str, topic: &str) {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = kafka.client().set("group.id", group).create().unwrap();
+    let mut offsets = TopicPartitionList::new();
+    offsets.add_partition_offset(topic, 0, Offset::Offset(0)).unwrap();
+    consumer.commit(&offsets, CommitMode::Sync).unwrap();
+}
+
+/// Whether the broker knows `group` (it has committed offsets or members).
+fn group_exists(kafka: &Kafka, group: &str) -> bool {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let probe: BaseConsumer = kafka.client().create().unwrap();
+    let groups = probe.fetch_group_list(Some(group), Duration::from_secs(10)).unwrap();
+    groups.groups().iter().any(|g| g.name() == group && g.state() != "Dead")
+}
+
+async fn delete_with_policy(policy: &str) -> (Names, Vec<Option<usize>>, bool) {
+    let (kafka, n) = (kafka(), Names::new());
+    let h = Harness::new(vec![pipeline(&n, &kafka.bootstrap, &format!("  deletionPolicy: {policy}\n"))]).await;
     h.reconcile().await.unwrap();
-    assert_eq!(kafka.partitions("anomalies"), Some(2));
+    assert_eq!(kafka.partitions(&n.anomalies), Some(2));
+    commit_offset(kafka, &n.group(), &n.input);
+    assert!(group_exists(kafka, &n.group()), "the workers' group has committed offsets");
     // What `kubectl delete` leaves while the finalizer holds the object: a deletion timestamp.
     let sp = h.get().await;
     let mut deleting = sp.clone();
@@ -273,62 +381,63 @@ async fn delete_with_policy(policy: &str) -> (Tansu, Vec<Option<usize>>) {
     let h2 = Harness::new(vec![deleting]).await;
     let action = reconcile(Arc::new(DeserializeGuard(Ok(h2.get().await))), h2.ctx.clone()).await.unwrap();
     assert_eq!(action, Action::await_change());
-    let sp = h2.api.get_opt("building-a").await.unwrap();
+    let sp = h2.api.get_opt(&n.name).await.unwrap();
     assert!(sp.is_none_or(|s| !s.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER)), "finalizer removed");
-    let left = ["temperature_readings", "anomalies", "processed_data", "building-a-dead-letter", "building-a-state"]
-        .iter()
-        .map(|t| kafka.partitions(t))
-        .collect();
-    (kafka, left)
+    let left = n.all_topics().iter().map(|t| kafka.partitions(t)).collect();
+    let group_left = group_exists(kafka, &n.group());
+    (n, left, group_left)
 }
 
 #[tokio::test]
-async fn delete_policy_removes_the_topics() {
-    let (_kafka, left) = delete_with_policy("Delete").await;
+async fn delete_policy_removes_the_topics_and_the_consumer_group() {
+    let (_, left, group_left) = delete_with_policy("Delete").await;
     assert!(left.iter().all(Option::is_none), "topics left: {left:?}");
+    assert!(!group_left, "the consumer group is deleted");
 }
 
 #[tokio::test]
-async fn retain_policy_keeps_the_topics() {
-    let (_kafka, left) = delete_with_policy("Retain").await;
+async fn retain_policy_keeps_the_topics_and_the_consumer_group() {
+    let (_, left, group_left) = delete_with_policy("Retain").await;
     assert!(left.iter().all(Option::is_some), "topics gone: {left:?}");
+    assert!(group_left, "the consumer group is kept");
+}
+
+/// The configs set on `topic` itself (not broker defaults).
+async fn topic_overrides(kafka: &Kafka, topic: &str) -> std::collections::BTreeMap<String, String> {
+    let admin = sensorpipe_operator::topics::KafkaAdmin::new(
+        &[("bootstrap.servers".to_owned(), kafka.bootstrap.clone())].into(),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    admin.describe(&[topic.to_owned()]).await.unwrap()[topic].clone().unwrap().overrides
 }
 
 #[tokio::test]
-async fn config_drift_is_detected_and_a_refused_revert_is_reported() {
-    let kafka = Tansu::start();
-    let mut sp = pipeline(&kafka.bootstrap, "");
+async fn config_changed_behind_the_operators_back_is_reverted_and_other_keys_are_kept() {
+    let (kafka, n) = (kafka(), Names::new());
+    let mut sp = pipeline(&n, &kafka.bootstrap, "");
     sp.spec.outputs.anomalies.settings.config.insert("retention.ms".into(), "86400000".into());
     let h = Harness::new(vec![sp]).await;
     h.reconcile().await.unwrap();
     let sp = h.get().await;
     assert_eq!(Harness::condition(&sp, "TopicsReady").0, ConditionStatus::True, "created with the config: no drift");
 
-    // Someone changes the config on the broker side: simulated by a spec change of the same key.
-    let mut sp = h.get().await;
-    sp.spec.outputs.anomalies.settings.config.insert("retention.ms".into(), "172800000".into());
-    h.api.replace("building-a", &PostParams::default(), &sp).await.unwrap();
-    h.reconcile().await.unwrap();
-    let sp = h.get().await;
-    let (status, reason, message) = Harness::condition(&sp, "TopicsReady");
-    // tansu has no (legacy) AlterConfigs, so the revert is refused; a Kafka cluster applies it.
-    assert_eq!((status, reason.as_str()), (ConditionStatus::False, "KafkaRefused"), "{message}");
-    assert!(message.contains("altering configs of anomalies"), "{message}");
-}
+    // Someone changes the managed key on the broker and sets another key the spec does not name.
+    let admin: rdkafka::admin::AdminClient<_> = kafka.client().create().unwrap();
+    let alter = rdkafka::admin::AlterConfig::new(rdkafka::admin::ResourceSpecifier::Topic(&n.anomalies))
+        .set("retention.ms", "3600000")
+        .set("max.message.bytes", "2000000");
+    for r in admin.alter_configs([&alter], &rdkafka::admin::AdminOptions::new()).await.unwrap() {
+        r.unwrap();
+    }
+    let changed = topic_overrides(kafka, &n.anomalies).await;
+    assert_eq!(changed.get("retention.ms").map(String::as_str), Some("3600000"), "{changed:?}");
 
-#[tokio::test]
-async fn growing_partitions_where_the_broker_cannot_is_not_supported() {
-    let kafka = Tansu::start();
-    let h = Harness::new(vec![pipeline(&kafka.bootstrap, "")]).await;
     h.reconcile().await.unwrap();
-    let mut sp = h.get().await;
-    sp.spec.outputs.anomalies.settings.partitions = Some(6);
-    h.api.replace("building-a", &PostParams::default(), &sp).await.unwrap();
-    h.reconcile().await.unwrap();
+    let after = topic_overrides(kafka, &n.anomalies).await;
+    assert_eq!(after.get("retention.ms").map(String::as_str), Some("86400000"), "reverted to the spec: {after:?}");
+    assert_eq!(after.get("max.message.bytes").map(String::as_str), Some("2000000"), "others kept: {after:?}");
     let sp = h.get().await;
     let (status, reason, message) = Harness::condition(&sp, "TopicsReady");
-    // tansu has no CreatePartitions; on Kafka the topic grows to 6.
-    assert_eq!((status, reason.as_str()), (ConditionStatus::False, "NotSupported"), "{message}");
-    assert!(message.contains("adding partitions to anomalies"), "{message}");
-    assert_eq!(kafka.partitions("anomalies"), Some(2));
+    assert_eq!(status, ConditionStatus::True, "{reason}: {message}");
 }

@@ -90,11 +90,26 @@ impl Broker {
                     Self::External { properties, .. },
                     TopicAction::Create { name, partitions, replication_factor, config },
                 ) => {
-                    KafkaAdmin::new(properties, timeout)?
-                        .create(&name, partitions, replication_factor, &config)
+                    let admin = KafkaAdmin::new(properties, timeout)?;
+                    // A manifest written for a production cluster (replication 3) still runs on a developer's
+                    // one-broker Kafka: the factor is capped at the cluster's size, and the line says so.
+                    let brokers = admin.broker_count().await.context("cannot read the cluster's brokers")?;
+                    let (rf, note) = match replication_factor {
+                        Some(asked) if asked as usize > brokers && brokers > 0 => (
+                            Some(brokers as i32),
+                            format!(
+                                ", replication factor {brokers}: the cluster has {brokers} broker{}, the spec asks \
+                                 {asked}",
+                                if brokers == 1 { "" } else { "s" }
+                            ),
+                        ),
+                        other => (other, String::new()),
+                    };
+                    admin
+                        .create(&name, partitions, rf, &config)
                         .await
                         .with_context(|| format!("cannot create topic {name}"))?;
-                    done.push(format!("created topic {name} ({partitions} partitions)"));
+                    done.push(format!("created topic {name} ({partitions} partitions{note})"));
                 }
                 // An existing topic that differs from the spec is the operator's business on a cluster; here it is
                 // reported and left alone.

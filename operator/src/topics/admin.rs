@@ -86,9 +86,15 @@ fn classify(what: &str, e: KafkaError) -> AdminError {
 
 fn refused(what: String, code: RDKafkaErrorCode) -> AdminError {
     match code {
-        RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::RequestTimedOut => {
-            AdminError::Unavailable(format!("{what}: {code}"))
-        }
+        // Transient: the broker answers, but not yet (a group coordinator that moves or is still loading its
+        // partition of __consumer_offsets, as right after a broker starts or fails over).
+        RDKafkaErrorCode::OperationTimedOut
+        | RDKafkaErrorCode::RequestTimedOut
+        | RDKafkaErrorCode::NotCoordinator
+        | RDKafkaErrorCode::CoordinatorNotAvailable
+        | RDKafkaErrorCode::CoordinatorLoadInProgress
+        | RDKafkaErrorCode::LeaderNotAvailable
+        | RDKafkaErrorCode::NotLeaderForPartition => AdminError::Unavailable(format!("{what}: {code}")),
         _ => AdminError::Refused { what, detail: code.to_string() },
     }
 }
@@ -176,6 +182,17 @@ impl KafkaAdmin {
         Ok(out)
     }
 
+    /// How many brokers the cluster has.
+    pub async fn broker_count(&self) -> Result<usize, AdminError> {
+        let probe = self.probe.clone();
+        let timeout = self.timeout;
+        let metadata = tokio::task::spawn_blocking(move || probe.fetch_metadata(None, timeout))
+            .await
+            .map_err(|e| AdminError::Unavailable(e.to_string()))?
+            .map_err(|e| classify("metadata", e))?;
+        Ok(metadata.brokers().len())
+    }
+
     /// Creates a topic; an existing one is success.
     pub async fn create(
         &self,
@@ -199,7 +216,37 @@ impl KafkaAdmin {
                 Err((t, code)) => return Err(refused(format!("creating topic {t}"), code)),
             }
         }
-        Ok(())
+        self.await_partitions(name, |n| n >= partitions).await
+    }
+
+    /// Waits until the broker's metadata shows `name` with a partition count that `ready` accepts (0: absent).
+    /// Kafka answers CreateTopics, CreatePartitions and DeleteTopics once its controller has decided, and the
+    /// brokers' metadata follows a moment later; without the wait a describe right after sees the old topic.
+    async fn await_partitions(&self, name: &str, ready: impl Fn(i32) -> bool) -> Result<(), AdminError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let probe = self.probe.clone();
+            let (topic, timeout) = (name.to_owned(), self.timeout);
+            let seen = tokio::task::spawn_blocking(move || {
+                let md = probe.fetch_metadata(Some(&topic), timeout)?;
+                Ok::<_, KafkaError>(
+                    md.topics()
+                        .iter()
+                        .find(|t| t.name() == topic && t.error().is_none())
+                        .map_or(0, |t| t.partitions().len() as i32),
+                )
+            })
+            .await
+            .map_err(|e| AdminError::Unavailable(e.to_string()))?
+            .map_err(|e| classify("metadata", e))?;
+            if ready(seen) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(AdminError::Unavailable(format!("topic {name}: the brokers' metadata did not follow")));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Raises a topic's partition count to `to`.
@@ -215,7 +262,7 @@ impl KafkaAdmin {
                 return Err(refused(format!("adding partitions to {t}"), code));
             }
         }
-        Ok(())
+        self.await_partitions(name, |n| n >= to).await
     }
 
     /// Sets configs of a topic, keeping the other configs set on it (AlterConfigs replaces the whole set).
@@ -257,20 +304,31 @@ impl KafkaAdmin {
                 Err((t, code)) => return Err(refused(format!("deleting topic {t}"), code)),
             }
         }
+        for name in names {
+            self.await_partitions(name, |n| n == 0).await?;
+        }
         Ok(())
     }
 
-    /// Deletes a consumer group; an unknown group is success.
+    /// Deletes a consumer group; an unknown group is success. A coordinator that is moving or loading is asked
+    /// again a few times within the call, since deletion runs once, from the finalizer.
     pub async fn delete_group(&self, group: &str) -> Result<(), AdminError> {
-        let results =
-            self.admin.delete_groups(&[group], &self.options()).await.map_err(|e| classify("delete group", e))?;
-        for r in results {
-            match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::GroupIdNotFound)) => {}
-                Err((g, code)) => return Err(refused(format!("deleting consumer group {g}"), code)),
+        let mut attempt = 0;
+        loop {
+            let results =
+                self.admin.delete_groups(&[group], &self.options()).await.map_err(|e| classify("delete group", e))?;
+            let outcome = results.into_iter().try_for_each(|r| match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::GroupIdNotFound)) => Ok(()),
+                Err((g, code)) => Err(refused(format!("deleting consumer group {g}"), code)),
+            });
+            match outcome {
+                Err(AdminError::Unavailable(_)) if attempt < 5 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => return other,
             }
         }
-        Ok(())
     }
 
     /// The lag of `group` on `topic`: committed offsets against end offsets, and how old the oldest unprocessed

@@ -1,0 +1,104 @@
+"""Broker failures during an exactly-once run, on Apache Kafka: a 3-node KRaft cluster (replication factor 3,
+`min.insync.replicas=2`) loses, by SIGKILL, the leader of an input partition, or the node coordinating the
+worker's transactions; a single node is stopped and started again on the same log directory. Each time the worker
+recovers by itself, and what a read_committed consumer sees of the outputs equals `replay` of the input — nothing
+lost, nothing twice.
+
+The 3-node cluster is started once for the module; a killed node is started again after its test, so each test
+begins with all three.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from brokers import KafkaCluster, kafka_cluster
+from kafka_io import Pipeline, committed_once, create_topics, read_partitions, unique_pipeline, wait_caught_up, \
+    wait_until, worker
+from verify import assert_exactly, ends_of, expected, outputs_committed
+
+PARTITIONS = 4
+# 30 sensors over 6 simulated hours (64 266 records) at 1 500/s: ~43 s of input, so the failure lands mid-stream.
+SIMULATION = ["--sensors", "30", "--duration", "6h", "--rate", "1500"]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with kafka_cluster(tmp_path_factory.mktemp("kafka3"), nodes=3) as c:
+        yield c
+
+
+def run_through(worker_bin, pipe: Pipeline, cluster: KafkaCluster, work, failure) -> None:
+    """Topics with the cluster's replication, input produced at a rate while one exactly-once worker runs;
+    `failure()` is called once the worker has committed; then the outputs must equal replay."""
+    rf = min(len(cluster.nodes), 3)
+    create_topics(cluster.bootstrap, {t: PARTITIONS for t in pipe.topics().values()}, replication_factor=rf)
+    producer = subprocess.Popen([str(worker_bin), "simulate", *SIMULATION, "--topic", pipe.input,
+                                 "--bootstrap-servers", cluster.bootstrap],
+                                stdout=subprocess.DEVNULL, stderr=(work / "simulate.log").open("wb"))
+    try:
+        with worker(worker_bin, pipe.path, cluster.bootstrap, work / "worker.log",
+                    extra=["--delivery", "exactlyOnce"]) as (proc, port):
+            wait_until(lambda: committed_once(port), 90, "the worker to commit")
+            time.sleep(2)
+            failure()
+            assert producer.wait(timeout=180) == 0, (work / "simulate.log").read_text()[-2000:]
+            assert proc.poll() is None, "the worker exited"
+            inputs = read_partitions(cluster.live_bootstrap(), pipe.input, PARTITIONS)
+            wait_caught_up(cluster.live_bootstrap(), pipe.group, pipe.input, ends_of(inputs), timeout=300)
+        got = outputs_committed(cluster.live_bootstrap(), pipe.topics(), PARTITIONS)
+    finally:
+        if producer.poll() is None:
+            producer.kill()
+            producer.wait()
+    assert sum(len(v) for v in inputs.values()) == 64_266, "the producer lost or duplicated input"
+    assert_exactly(got, expected(worker_bin, pipe.path, inputs, work))
+
+
+def kill_and_restart_later(cluster: KafkaCluster, node_id: int, killed: list[int]):
+    def failure():
+        cluster.stop_node(node_id, kill=True)
+        killed.append(node_id)
+    return failure
+
+
+@pytest.fixture
+def killed(cluster):
+    """Nodes a test killed; started again afterwards, so the next test has the whole cluster."""
+    nodes: list[int] = []
+    yield nodes
+    for n in nodes:
+        cluster.start_node(n, wait=False)
+    cluster.wait_ready()
+
+
+def test_kill_9_the_leader_of_an_input_partition(worker_bin, example_pipeline, cluster, killed, tmp_path):
+    pipe = unique_pipeline(example_pipeline, tmp_path)
+
+    def failure():
+        leader = cluster.leader(pipe.input, 0)
+        kill_and_restart_later(cluster, leader, killed)()
+    run_through(worker_bin, pipe, cluster, tmp_path, failure)
+
+
+def test_kill_9_the_transaction_coordinator(worker_bin, example_pipeline, cluster, killed, tmp_path):
+    pipe = unique_pipeline(example_pipeline, tmp_path)
+
+    def failure():
+        # The worker's transactional id for input partition 0 is `<group>-0` (docs/runtime.md).
+        coordinator = cluster.transaction_coordinator(f"{pipe.group}-0")
+        kill_and_restart_later(cluster, coordinator, killed)()
+    run_through(worker_bin, pipe, cluster, tmp_path, failure)
+
+
+def test_a_single_broker_restarted_on_its_log_dir(worker_bin, example_pipeline, tmp_path):
+    pipe = unique_pipeline(example_pipeline, tmp_path)
+    with kafka_cluster(tmp_path / "kafka1") as single:
+        def failure():
+            single.stop_node(1)
+            time.sleep(5)
+            single.start_node(1)
+        run_through(worker_bin, pipe, single, tmp_path, failure)
