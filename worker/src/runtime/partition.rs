@@ -10,7 +10,7 @@ use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::producer::Producer;
+use rdkafka::producer::{Producer, PurgeConfig};
 
 use super::Shared;
 use super::kafka::{self, OutputProducer};
@@ -231,9 +231,15 @@ impl PartitionTask {
         if let Some(p) = &self.producer
             && self.in_txn
         {
-            match p.abort_transaction(shared.kafka_timeout) {
+            match abort_transaction(p, shared.kafka_timeout) {
                 Ok(()) => shared.metrics.transactions.with_label_values(&["aborted"]).inc(),
-                Err(e) => tracing::warn!(partition = self.partition, error = %e, "abort failed"),
+                Err(e) => {
+                    // Any further call on this producer would fail ("conflicting API call in progress"). A new
+                    // one with the same transactional id aborts the open transaction on the broker and fences
+                    // this one (`init_transactions` in `ensure_producer`).
+                    tracing::warn!(partition = self.partition, error = %e, "abort failed; replacing the producer");
+                    self.producer = None;
+                }
             }
         }
         self.in_txn = false;
@@ -277,6 +283,22 @@ impl PartitionTask {
             for (rule, open) in engine.active_anomalies() {
                 m.active_anomalies.with_label_values(&[&p, rule]).set(open as i64);
             }
+        }
+    }
+}
+
+/// Aborts the open transaction as librdkafka requires of a producer without a background poll thread: the
+/// outstanding outputs are purged and their delivery reports served first (`abort_transaction` waits for them,
+/// and nothing else would serve them while it blocks), and an abort that timed out is called again rather than
+/// followed by another API call.
+fn abort_transaction(producer: &OutputProducer, timeout: Duration) -> KafkaResult<()> {
+    producer.purge(PurgeConfig::default().queue().inflight());
+    let mut attempts = 0;
+    loop {
+        kafka::flush(producer, timeout)?;
+        match producer.abort_transaction(timeout) {
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && attempts < 3 => attempts += 1,
+            other => return other,
         }
     }
 }
