@@ -88,12 +88,13 @@ struct Building {
 fn latest_snapshot(shared: &Shared, partition: i32, resume: i64) -> KafkaResult<Option<(i64, Vec<u8>)>> {
     let topic = &shared.cfg.topics.state;
     let state_partition = partition % shared.state_partitions.max(1);
-    // Read to the end, whatever the broker reports as its watermarks: tansu's last stable offset can lag behind
-    // committed snapshots, and a shortcut on it once restored an empty state over a committed one.
     let consumer: BaseConsumer = kafka::reader(&shared.cfg, false).create()?;
     // From the low watermark as an explicit offset: assigning `Beginning` costs librdkafka an extra half-second
-    // offset lookup per restore (measured on tansu: 513 ms to the end of an empty partition, 14 ms this way).
-    let (low, _) = consumer.fetch_watermarks(topic, state_partition, shared.kafka_timeout)?;
+    // offset lookup per restore (measured: 513 ms to the end of an empty partition, 14 ms this way).
+    let (low, high) = consumer.fetch_watermarks(topic, state_partition, shared.kafka_timeout)?;
+    if high <= low {
+        return Ok(None); // nothing was ever snapshotted here (or all of it expired): no read at all
+    }
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, state_partition, Offset::Offset(low.max(0)))?;
     consumer.assign(&tpl)?;
@@ -168,24 +169,21 @@ fn replay(shared: &Shared, partition: i32, from: i64, to: i64, engine: &mut Part
     Ok(n)
 }
 
-/// Messages of the single assigned partition up to (not including) offset `end`, or until the partition's end.
-/// The end reported by some brokers is low by up to a batch, so after an end-of-partition event reading goes on
-/// until nothing arrives for a moment. Gives up with a timeout error when nothing arrives for `idle`.
+/// Messages of the single assigned partition up to (not including) offset `end`, or until the partition's end
+/// (the end-of-partition event: the high watermark, or the last stable offset when reading committed records).
+/// Gives up with a timeout error when nothing arrives for `idle`.
 fn read_until<'a>(
     consumer: &'a BaseConsumer,
     end: i64,
     idle: Duration,
 ) -> impl Iterator<Item = KafkaResult<rdkafka::message::BorrowedMessage<'a>>> + 'a {
-    const SETTLE: Duration = Duration::from_millis(100);
     let mut last_progress = Instant::now();
-    let mut eof_at: Option<Instant> = None;
     let mut done = false;
     std::iter::from_fn(move || {
         while !done {
             match consumer.poll(Duration::from_millis(50)) {
                 Some(Ok(m)) => {
                     last_progress = Instant::now();
-                    eof_at = None;
                     if m.offset() + 1 >= end {
                         done = true;
                     }
@@ -194,9 +192,8 @@ fn read_until<'a>(
                     }
                     return Some(Ok(m));
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) => eof_at = eof_at.or(Some(Instant::now())),
+                Some(Err(KafkaError::PartitionEOF(_))) => done = true,
                 Some(Err(e)) => return Some(Err(e)),
-                None if eof_at.is_some_and(|t| t.elapsed() > SETTLE) => done = true,
                 None if last_progress.elapsed() > idle => {
                     done = true;
                     return Some(Err(KafkaError::MessageConsumption(
