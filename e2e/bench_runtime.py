@@ -11,7 +11,7 @@ import subprocess
 import time
 
 from brokers import kafka_cluster
-from kafka_io import create_topics, http_get, metric, stop, worker
+from kafka_io import committed_offsets, create_topics, http_get, metric, worker
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RELEASE = ROOT / "target" / "release"
@@ -24,6 +24,15 @@ def proc_stats(pid: int) -> tuple[float, int]:
     hwm = next(int(line.split()[1]) for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines()
                if line.startswith("VmHWM:"))
     return ticks / 100.0, hwm * 1024
+
+
+def watermarks(bootstrap: str, topic: str, partitions: int) -> list[tuple[int, int]]:
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-watermarks"})
+    try:
+        return [c.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in range(partitions)]
+    finally:
+        c.close()
 
 
 def main() -> None:
@@ -64,6 +73,17 @@ def main() -> None:
                 last = (now, consumed)
                 time.sleep(0.05)
             cpu, rss = proc_stats(proc.pid)
+            # Caught up means committed, not only consumed: the group's offsets reach every partition's end.
+            ends = {p: hi for p, (_, hi) in enumerate(
+                watermarks(bs, "temperature_readings", args.partitions))}
+            caught_up_after = None
+            start = time.monotonic()
+            while time.monotonic() - start < 120:
+                done = committed_offsets(bs, "sensorpipe-building-a", "temperature_readings", args.partitions)
+                if all(done.get(p, -1) >= end for p, end in ends.items()):
+                    caught_up_after = round(time.monotonic() - start, 2)
+                    break
+                time.sleep(0.2)
             text = http_get(port, "/metrics")[1]
             commits = metric(text, "sensorpipe_worker_commit_duration_seconds_count")
             commit_seconds = metric(text, "sensorpipe_worker_commit_duration_seconds_sum")
@@ -73,6 +93,7 @@ def main() -> None:
             "count_only_records_per_second": baseline["records_per_second"],
             "worker_records_per_second": round(rate),
             "ratio": round(rate / baseline["records_per_second"], 3),
+            "committed_to_the_end_after_s": caught_up_after,
             "commits": int(commits), "mean_commit_ms": round(1000 * commit_seconds / max(commits, 1), 1),
             "worker_cpu_seconds": cpu, "worker_peak_rss_mib": round(rss / 2**20, 1),
         }))

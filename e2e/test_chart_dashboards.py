@@ -147,8 +147,8 @@ def finite(result: list[dict]) -> bool:
 
 
 def test_with_a_real_prometheus_every_worker_query_returns_data(worker_bin, kafka, example_pipeline, tmp_path):
-    """Two workers share the input (the second joins mid-run, so rebalances and restores happen while Prometheus
-    scrapes); readings keep arriving while the queries run, so rates and quantiles have samples."""
+    """Two workers share the input (the second joins mid-run and leaves again, so rebalances and restores happen
+    while Prometheus scrapes); readings keep arriving while the queries run, so rates and quantiles have samples."""
     pipe = unique_pipeline(example_pipeline, tmp_path)
     bs = kafka.bootstrap
     with prometheus(tmp_path) as prom:
@@ -170,8 +170,13 @@ def test_with_a_real_prometheus_every_worker_query_returns_data(worker_bin, kafk
                         "the second worker to take partitions")
                     time.sleep(5)  # several samples of everything within the rate windows
                     exposition = http_get(port0, "/metrics")[1] + http_get(port1, "/metrics")[1]
-                    results = {(s, t, e): instant(prom, substitute(e, pipe.name)) for s, t, e in QUERIES
-                               if not any(n.startswith("sensorpipe_operator_") for n in metric_names(substitute(e)))}
+                # The second worker's partitions come back to the first, which restores them while scraped (the
+                # second one's restores came before its first scrape: Kafka assigns at once).
+                wait_until(lambda: instant(
+                    prom, 'increase(sensorpipe_worker_restore_duration_seconds_count{pod="building-a-worker-0"}[1m])'
+                          ' > 0'), 60, "the first worker to restore the partitions it got back")
+                results = {(s, t, e): instant(prom, substitute(e, pipe.name)) for s, t, e in QUERIES
+                           if not any(n.startswith("sensorpipe_operator_") for n in metric_names(substitute(e)))}
         finally:
             producer.kill()
             producer.wait()

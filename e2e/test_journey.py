@@ -189,8 +189,10 @@ def test_without_lag_it_scales_back_down_after_the_stabilization_window(journey)
     j = journey
     j.step("lag gone: scale down after scaleDownStabilization (15 s)")
     wait_until(lambda: j.get(WORKERS)["spec"]["replicas"] == 1, 90, "the workers to scale down to 1", 1)
+    # It may step down (3 → 2 → 1) while the last of the burst is committed. kube-runtime's recorder folds events of
+    # one reason into a series that keeps the first note, so the note names the first step down.
     down = j.events("ScaleDown")
-    assert down and any(re.search(r"average lag \d+ records .*: \d → 1 workers", e["note"]) for e in down), down
+    assert down and any(re.search(r"average lag \d+ records .*: 3 → [12] workers", e["note"]) for e in down), down
     # Not before the stabilization window: 15 s of recommendations for 1 after the last one for 3.
     last_up = max(datetime.fromisoformat(e["eventTime"]) for e in j.events("ScaleUp"))
     assert min(datetime.fromisoformat(e["eventTime"]) for e in down) - last_up >= timedelta(seconds=15), down

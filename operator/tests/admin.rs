@@ -42,7 +42,7 @@ async fn creates_describes_and_deletes_topics_idempotently() {
     a.delete_topics(&[&t]).await.unwrap();
     a.delete_topics(&[&t]).await.expect("deleting a deleted topic is success");
     assert_eq!(kafka.partitions(&t), None);
-    a.delete_group(&unique("never-existed")).await.expect("deleting an unknown group is success");
+    assert!(a.delete_group(&unique("never-existed")).await.expect("deleting an unknown group is success"));
 }
 
 #[tokio::test]

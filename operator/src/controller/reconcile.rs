@@ -410,6 +410,17 @@ async fn delete_service_monitor(ctx: &Context, namespace: &str, name: &str) -> R
 
 /// Deletion: in-cluster children go with the owner references; Kafka topics and the consumer group only with
 /// `deletionPolicy: Delete`, and never a topic another pipeline still claims. Repeatable: gone is success.
+/// Scales the pipeline's workers to zero (the Deployment itself goes with the pipeline, by its owner reference).
+async fn stop_workers(sp: &SensorPipeline, ctx: &Context) -> Result<(), Error> {
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &sp.namespace().unwrap_or_default());
+    let zero = json!({"spec": {"replicas": 0}});
+    match deployments.patch(&format!("{}-worker", sp.name_any()), &PatchParams::default(), &Patch::Merge(&zero)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn cleanup(sp: &SensorPipeline, ctx: &Context) -> Result<Action, Error> {
     let key = format!("{}/{}", sp.namespace().unwrap_or_default(), sp.name_any());
     let reference = sp.object_ref(&());
@@ -425,10 +436,16 @@ async fn cleanup(sp: &SensorPipeline, ctx: &Context) -> Result<Action, Error> {
             Err(_) => BTreeMap::from([("bootstrap.servers".to_owned(), sp.spec.kafka.bootstrap_servers.clone())]),
         };
         let admin = ctx.admin(&props)?;
+        // Workers first: Kafka deletes only a group without members, and topics deleted under running workers
+        // only give them errors. Scaling to zero lets each commit its last batch and leave the group.
+        stop_workers(sp, ctx).await?;
+        let group = crate::validate::group_id(sp);
+        if !admin.delete_group(&group).await? {
+            tracing::info!(pipeline = %key, group, "waiting for the workers to leave the consumer group");
+            return Ok(Action::requeue(std::time::Duration::from_secs(2)));
+        }
         let refs: Vec<&str> = ours.iter().map(String::as_str).collect();
         admin.delete_topics(&refs).await?;
-        let group = crate::validate::group_id(sp);
-        admin.delete_group(&group).await?;
         publish(
             ctx,
             &reference,

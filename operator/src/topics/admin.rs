@@ -310,17 +310,22 @@ impl KafkaAdmin {
         Ok(())
     }
 
-    /// Deletes a consumer group; an unknown group is success. A coordinator that is moving or loading is asked
-    /// again a few times within the call, since deletion runs once, from the finalizer.
-    pub async fn delete_group(&self, group: &str) -> Result<(), AdminError> {
+    /// Deletes a consumer group; an unknown group is success. `Ok(false)`: the group still has members (Kafka
+    /// deletes only empty groups), so stop them and ask again. A coordinator that is moving or loading is asked
+    /// again a few times within the call.
+    pub async fn delete_group(&self, group: &str) -> Result<bool, AdminError> {
         let mut attempt = 0;
         loop {
             let results =
                 self.admin.delete_groups(&[group], &self.options()).await.map_err(|e| classify("delete group", e))?;
-            let outcome = results.into_iter().try_for_each(|r| match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::GroupIdNotFound)) => Ok(()),
-                Err((g, code)) => Err(refused(format!("deleting consumer group {g}"), code)),
-            });
+            let mut outcome = Ok(true);
+            for r in results {
+                match r {
+                    Ok(_) | Err((_, RDKafkaErrorCode::GroupIdNotFound)) => {}
+                    Err((_, RDKafkaErrorCode::NonEmptyGroup)) => outcome = Ok(false),
+                    Err((g, code)) => outcome = Err(refused(format!("deleting consumer group {g}"), code)),
+                }
+            }
             match outcome {
                 Err(AdminError::Unavailable(_)) if attempt < 5 => {
                     attempt += 1;
