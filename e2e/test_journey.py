@@ -222,7 +222,9 @@ def test_prometheus_scrapes_operator_and_workers_and_the_dashboards_have_data(jo
     failed has none, and Grafana shows "No data" there)."""
     j = journey
     j.step("Prometheus scrapes the operator and the workers; every dashboard query returns data")
-    producer = j.simulate("--duration", "2h", "--rate", "800", "--seed", "7", background=True)
+    # Readings go on after the burst's 24 simulated hours (earlier event times would all be late).
+    producer = j.simulate("--start", "2023-01-08T00:00:00Z", "--duration", "2h", "--rate", "800", "--seed", "7",
+                          background=True)
     try:
         wait_until(lambda: instant(j.prom, f'up{{namespace="{SYSTEM}"}} == 1') and
                    instant(j.prom, f'up{{namespace="{NS}"}} == 1'), 60, "operator and worker scrapes")
@@ -241,7 +243,8 @@ def test_killing_the_leading_operator_hands_over_and_loses_nothing(journey):
     j = journey
     j.step("kill -9 the leading operator while readings arrive; the other replica takes the lease")
     before = j.get(LEASE)["spec"]
-    producer = j.simulate("--duration", "3h", "--rate", "3000", "--seed", "11", background=True)
+    producer = j.simulate("--start", "2023-01-08T02:00:00Z", "--duration", "3h", "--rate", "3000", "--seed", "11",
+                          background=True)
     try:
         pod = before["holderIdentity"]
         os.kill(j.k.pods()[pod]["pid"], signal.SIGKILL)

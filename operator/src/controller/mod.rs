@@ -42,6 +42,10 @@ pub enum Error {
     Secret(String),
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// Deletion waits for the workers to leave the consumer group: not a failure, the finalizer stays and the
+    /// cleanup runs again shortly.
+    #[error("waiting for the workers to leave consumer group {0}")]
+    WorkersStopping(String),
 }
 
 impl Error {
@@ -52,6 +56,7 @@ impl Error {
             Error::Kafka(e) => e.reason(),
             Error::Secret(_) => "SecretMissing",
             Error::Finalizer(_) => "Finalizer",
+            Error::WorkersStopping(_) => "WorkersStopping",
         }
     }
 }
@@ -163,6 +168,10 @@ impl Context {
 /// Retries a failed reconcile with exponential backoff (5 s doubling, at most 5 minutes).
 pub fn error_policy(sp: Arc<DeserializeGuard<SensorPipeline>>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = reconcile::key_of(sp.as_ref());
+    if let Error::WorkersStopping(group) = error {
+        tracing::info!(pipeline = %key, group, "waiting for the workers to leave the consumer group");
+        return Action::requeue(Duration::from_secs(2));
+    }
     ctx.metrics.reconcile_errors.with_label_values(&[&key, error.reason()]).inc();
     let failures = ctx.memory(&key, |m| {
         m.failures = m.failures.saturating_add(1);

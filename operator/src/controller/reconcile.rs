@@ -441,8 +441,8 @@ async fn cleanup(sp: &SensorPipeline, ctx: &Context) -> Result<Action, Error> {
         stop_workers(sp, ctx).await?;
         let group = crate::validate::group_id(sp);
         if !admin.delete_group(&group).await? {
-            tracing::info!(pipeline = %key, group, "waiting for the workers to leave the consumer group");
-            return Ok(Action::requeue(std::time::Duration::from_secs(2)));
+            // An error, not a requeue: a cleanup that returns Ok has its finalizer removed.
+            return Err(Error::WorkersStopping(group));
         }
         let refs: Vec<&str> = ours.iter().map(String::as_str).collect();
         admin.delete_topics(&refs).await?;
