@@ -228,7 +228,14 @@ def test_prometheus_scrapes_operator_and_workers_and_the_dashboards_have_data(jo
     try:
         wait_until(lambda: instant(j.prom, f'up{{namespace="{SYSTEM}"}} == 1') and
                    instant(j.prom, f'up{{namespace="{NS}"}} == 1'), 60, "operator and worker scrapes")
-        wait_until(lambda: instant(j.prom, "sensorpipe_worker_zone_aggregate"), 90, "zone series")
+        try:
+            wait_until(lambda: instant(j.prom, "sensorpipe_worker_zone_aggregate"), 90, "zone series")
+        except AssertionError as e:
+            seen = {q: instant(j.prom, q) for q in (
+                "sensorpipe_worker_records_consumed_total", "sensorpipe_worker_aggregates_total",
+                "sensorpipe_worker_consumer_lag_records", "sensorpipe_worker_transactions_total",
+                "sensorpipe_worker_assigned_partitions")}
+            raise AssertionError(f"{e}; the workers report {seen}") from None
         time.sleep(6)
         results = {(s, t, e): instant(j.prom, substitute(e)) for s, t, e in QUERIES}
     finally:

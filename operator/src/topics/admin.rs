@@ -15,6 +15,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::metadata::Metadata;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
@@ -135,14 +136,18 @@ impl KafkaAdmin {
         AdminOptions::new().request_timeout(Some(self.timeout)).operation_timeout(Some(self.timeout))
     }
 
-    /// Each named topic as the broker has it, or `None` when it does not exist.
-    pub async fn describe(&self, names: &[String]) -> Result<BTreeMap<String, Option<ObservedTopic>>, AdminError> {
-        let probe = self.probe.clone();
-        let timeout = self.timeout;
-        let metadata = tokio::task::spawn_blocking(move || probe.fetch_metadata(None, timeout))
+    /// Cluster metadata: of one topic, or of all with `None` (librdkafka's call blocks: run off the runtime).
+    async fn metadata(&self, topic: Option<&str>) -> Result<Metadata, AdminError> {
+        let (probe, timeout, topic) = (self.probe.clone(), self.timeout, topic.map(str::to_owned));
+        tokio::task::spawn_blocking(move || probe.fetch_metadata(topic.as_deref(), timeout))
             .await
             .map_err(|e| AdminError::Unavailable(e.to_string()))?
-            .map_err(|e| classify("metadata", e))?;
+            .map_err(|e| classify("metadata", e))
+    }
+
+    /// Each named topic as the broker has it, or `None` when it does not exist.
+    pub async fn describe(&self, names: &[String]) -> Result<BTreeMap<String, Option<ObservedTopic>>, AdminError> {
+        let metadata = self.metadata(None).await?;
         let mut out = BTreeMap::new();
         let mut existing = Vec::new();
         for name in names {
@@ -184,13 +189,7 @@ impl KafkaAdmin {
 
     /// How many brokers the cluster has.
     pub async fn broker_count(&self) -> Result<usize, AdminError> {
-        let probe = self.probe.clone();
-        let timeout = self.timeout;
-        let metadata = tokio::task::spawn_blocking(move || probe.fetch_metadata(None, timeout))
-            .await
-            .map_err(|e| AdminError::Unavailable(e.to_string()))?
-            .map_err(|e| classify("metadata", e))?;
-        Ok(metadata.brokers().len())
+        Ok(self.metadata(None).await?.brokers().len())
     }
 
     /// Creates a topic; an existing one is success.
@@ -225,20 +224,12 @@ impl KafkaAdmin {
     async fn await_partitions(&self, name: &str, ready: impl Fn(i32) -> bool) -> Result<(), AdminError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
-            let probe = self.probe.clone();
-            let (topic, timeout) = (name.to_owned(), self.timeout);
-            let seen = tokio::task::spawn_blocking(move || {
-                let md = probe.fetch_metadata(Some(&topic), timeout)?;
-                Ok::<_, KafkaError>(
-                    md.topics()
-                        .iter()
-                        .find(|t| t.name() == topic && t.error().is_none())
-                        .map_or(0, |t| t.partitions().len() as i32),
-                )
-            })
-            .await
-            .map_err(|e| AdminError::Unavailable(e.to_string()))?
-            .map_err(|e| classify("metadata", e))?;
+            let md = self.metadata(Some(name)).await?;
+            let seen = md
+                .topics()
+                .iter()
+                .find(|t| t.name() == name && t.error().is_none())
+                .map_or(0, |t| t.partitions().len() as i32);
             if ready(seen) {
                 return Ok(());
             }
