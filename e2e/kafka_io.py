@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 
 import yaml
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from brokers import free_port
@@ -182,7 +182,10 @@ def wait_caught_up(bootstrap: str, group: str, topic: str, ends: dict[int, int],
     def check():
         if watch:
             watch()
-        last.update(committed_offsets(bootstrap, group, topic, len(ends)))
+        try:
+            last.update(committed_offsets(bootstrap, group, topic, len(ends)))
+        except KafkaException:
+            return False  # e.g. a group coordinator still loading after a broker restart: ask again
         return all(last.get(p, -1) >= end for p, end in ends.items())
     try:
         wait_until(check, timeout, f"group {group} to commit {ends}", interval=1.0)

@@ -44,6 +44,10 @@ pub(crate) struct PartitionTask {
     /// Exactly-once: this partition's transactional producer, created on first use (which fences older owners).
     pub producer: Option<OutputProducer>,
     in_txn: bool,
+    /// How far the open transaction's commit got before an attempt was cut short (a timeout): a retry goes on
+    /// from there, since librdkafka wants a timed-out `commit_transaction` called again, not the steps before it
+    /// (a second `send_offsets` then fails, and aborting a commit that in fact completed would redo the batch).
+    commit_progress: CommitProgress,
     /// Records before this offset are already reflected in the state (skipped when seen again).
     pub resume_at: Option<i64>,
     /// The offset after the last processed record.
@@ -64,6 +68,17 @@ pub(crate) struct PartitionTask {
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
+}
+
+/// The steps of a commit already done for the open transaction.
+#[derive(Clone, Copy, Debug, Default)]
+struct CommitProgress {
+    /// A snapshot is in the transaction.
+    snapshot: bool,
+    /// The input offset is in the transaction.
+    offsets: bool,
+    /// `commit_transaction` was called.
+    committing: bool,
 }
 
 /// What went wrong while committing a partition.
@@ -87,6 +102,7 @@ impl PartitionTask {
             engine: None,
             producer: None,
             in_txn: false,
+            commit_progress: CommitProgress::default(),
             resume_at: None,
             next_offset: None,
             committed: None,
@@ -200,18 +216,24 @@ impl PartitionTask {
             }
         };
         let started = Instant::now();
-        let snapshot = self.snapshot_due(shared);
-        if snapshot {
-            self.produce_snapshot(shared, producer).map_err(CommitError::Aborted)?;
-        }
-        let mut offsets = TopicPartitionList::new();
-        offsets
-            .add_partition_offset(&shared.cfg.topics.input, self.partition, Offset::Offset(next))
-            .map_err(CommitError::Aborted)?;
-        producer.send_offsets_to_transaction(&offsets, group, shared.kafka_timeout).map_err(classify)?;
-        // Outputs acknowledged first, so the flush inside `commit_transaction` has nothing left to wait for.
-        if !kafka::flush(producer, shared.kafka_timeout).map_err(CommitError::Aborted)? {
-            return Err(CommitError::Retry(KafkaError::Flush(rdkafka::types::RDKafkaErrorCode::OperationTimedOut)));
+        if !self.commit_progress.committing {
+            if !self.commit_progress.snapshot && self.snapshot_due(shared) {
+                self.produce_snapshot(shared, producer).map_err(CommitError::Aborted)?;
+                self.commit_progress.snapshot = true;
+            }
+            if !self.commit_progress.offsets {
+                let mut offsets = TopicPartitionList::new();
+                offsets
+                    .add_partition_offset(&shared.cfg.topics.input, self.partition, Offset::Offset(next))
+                    .map_err(CommitError::Aborted)?;
+                producer.send_offsets_to_transaction(&offsets, group, shared.kafka_timeout).map_err(classify)?;
+                self.commit_progress.offsets = true;
+            }
+            // Outputs acknowledged first, so the flush inside `commit_transaction` has nothing left to wait for.
+            if !kafka::flush(producer, shared.kafka_timeout).map_err(CommitError::Aborted)? {
+                return Err(CommitError::Retry(KafkaError::Flush(rdkafka::types::RDKafkaErrorCode::OperationTimedOut)));
+            }
+            self.commit_progress.committing = true;
         }
         producer.commit_transaction(shared.kafka_timeout).map_err(classify)?;
         shared.metrics.commit_duration.observe(started.elapsed().as_secs_f64());
@@ -219,7 +241,7 @@ impl PartitionTask {
         self.in_txn = false;
         self.committed = Some(next);
         self.pending = 0;
-        if snapshot {
+        if std::mem::take(&mut self.commit_progress).snapshot {
             self.last_snapshot = Some(Instant::now());
         }
         Ok(())
@@ -243,6 +265,7 @@ impl PartitionTask {
             }
         }
         self.in_txn = false;
+        self.commit_progress = CommitProgress::default();
         self.engine = None;
         self.pending = 0;
         self.next_offset = self.committed;
