@@ -47,9 +47,8 @@ TEST_SETTINGS = {
     "num.partitions": "1",
     # Aborted transactions of a killed producer are rolled back sooner than the 10 s default check interval.
     "transaction.abort.timed.out.transaction.cleanup.interval.ms": "2000",
-    # Not held back for the controller's periodic checks (defaults are minutes).
+    # A node started again after a kill gets its preferred leaderships back within seconds, not 5 minutes.
     "leader.imbalance.check.interval.seconds": "10",
-    "log.retention.check.interval.ms": "60000",
 }
 
 # SCRAM-SHA-512 users of a cluster started with `security=True`: name → password.

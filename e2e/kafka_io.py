@@ -90,10 +90,6 @@ def read_partitions(bootstrap: str, topic: str, partitions: int, settle: float =
     return out
 
 
-def read_values(bootstrap: str, topic: str, partitions: int, **kw) -> list:
-    return [m.value() for ms in read_partitions(bootstrap, topic, partitions, **kw).values() for m in ms]
-
-
 @contextlib.contextmanager
 def worker(worker_bin: pathlib.Path, pipeline: pathlib.Path, bootstrap: str, log: pathlib.Path,
            extra: list[str] = (), env: dict | None = None, commit_interval: str = "100ms",

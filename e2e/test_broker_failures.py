@@ -66,11 +66,10 @@ def run_through(worker_bin, pipe: Pipeline, cluster: KafkaCluster, work, failure
     assert_exactly(got, expected(worker_bin, pipe.path, inputs, work))
 
 
-def kill_and_restart_later(cluster: KafkaCluster, node_id: int, killed: list[int]):
-    def failure():
-        cluster.stop_node(node_id, kill=True)
-        killed.append(node_id)
-    return failure
+def kill(cluster: KafkaCluster, node_id: int, killed: list[int]) -> None:
+    """SIGKILL a node; the `killed` fixture starts it again after the test."""
+    cluster.stop_node(node_id, kill=True)
+    killed.append(node_id)
 
 
 @pytest.fixture
@@ -87,8 +86,7 @@ def test_kill_9_the_leader_of_an_input_partition(worker_bin, example_pipeline, c
     pipe = unique_pipeline(example_pipeline, tmp_path)
 
     def failure():
-        leader = cluster.leader(pipe.input, 0)
-        kill_and_restart_later(cluster, leader, killed)()
+        kill(cluster, cluster.leader(pipe.input, 0), killed)
     run_through(worker_bin, pipe, cluster, tmp_path, failure)
 
 
@@ -97,8 +95,7 @@ def test_kill_9_the_transaction_coordinator(worker_bin, example_pipeline, cluste
 
     def failure():
         # The worker's transactional id for input partition 0 is `<group>-0` (docs/runtime.md).
-        coordinator = cluster.transaction_coordinator(f"{pipe.group}-0")
-        kill_and_restart_later(cluster, coordinator, killed)()
+        kill(cluster, cluster.transaction_coordinator(f"{pipe.group}-0"), killed)
     run_through(worker_bin, pipe, cluster, tmp_path, failure)
 
 
