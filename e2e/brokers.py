@@ -346,6 +346,12 @@ class KafkaCluster:
         partition = (0 if h == -(1 << 31) else abs(h)) % int(TEST_SETTINGS["transaction.state.log.num.partitions"])
         return self.leader("__transaction_state", partition)
 
+    def group_coordinator(self, group: str) -> int:
+        """The node coordinating consumer group `group` (its offsets and its members), as the group reports it."""
+        from confluent_kafka.admin import AdminClient
+        admin = AdminClient({"bootstrap.servers": self.live_bootstrap()})
+        return admin.describe_consumer_groups([group])[group].result(timeout=10).coordinator.id
+
     def live_bootstrap(self) -> str:
         return ",".join(f"127.0.0.1:{n.client_port}" for n in self.nodes if n.running)
 

@@ -1,17 +1,14 @@
 """Broker failures during an exactly-once run, on Apache Kafka: a 3-node KRaft cluster (replication factor 3,
-`min.insync.replicas=2`) loses, by SIGKILL, the leader of an input partition, or the node coordinating the
-worker's transactions; a single node is stopped and started again on the same log directory. Each time the worker
-recovers by itself, and what a read_committed consumer sees of the outputs equals `replay` of the input — nothing
-lost, nothing twice.
+`min.insync.replicas=2`) loses, by SIGKILL, the leader of an input partition, the node coordinating the worker's
+transactions, or the node coordinating its consumer group; a single node is stopped and started again on the same
+log directory. Each time the worker recovers by itself, and what a read_committed consumer sees of the outputs
+equals `replay` of the input — nothing lost, nothing twice.
+
+The group coordinator's death is the case that used to stall the worker for good: librdkafka's
+`send_offsets_to_transaction` then waits past its timeout (runtime/bounded.rs says how the worker gets out).
 
 The 3-node cluster is started once for the module; a killed node is started again after its test, so each test
 begins with all three.
-
-Not yet reliable (each failure below seen at least once in 8 runs on 2 cores, 2026-12-01), so the module is marked
-as an expected failure that is not strict: every run still runs it and reports XPASS or XFAIL, never a plain
-pass. Seen: after the transaction coordinator's node was killed the worker committed nothing more for 300 s;
-after a single-node restart one dead letter was committed twice; the simulator's producer gave up with a flush
-timeout while a node was down. The worker's handling of broker faults is the subject of the next round.
 """
 
 from __future__ import annotations
@@ -25,8 +22,6 @@ from brokers import KafkaCluster, kafka_cluster
 from kafka_io import Pipeline, committed_once, create_topics, read_partitions, unique_pipeline, wait_caught_up, \
     wait_until, worker
 from verify import assert_exactly, ends_of, expected, outputs_committed
-
-pytestmark = pytest.mark.xfail(strict=False, reason="broker-failure recovery not yet reliable (module docstring)")
 
 PARTITIONS = 4
 # 30 sensors over 6 simulated hours (64 266 records) at 1 500/s: ~43 s of input, so the failure lands mid-stream.
@@ -96,6 +91,15 @@ def test_kill_9_the_transaction_coordinator(worker_bin, example_pipeline, cluste
     def failure():
         # The worker's transactional id for input partition 0 is `<group>-0` (docs/runtime.md).
         kill(cluster, cluster.transaction_coordinator(f"{pipe.group}-0"), killed)
+    run_through(worker_bin, pipe, cluster, tmp_path, failure)
+
+
+def test_kill_9_the_group_coordinator(worker_bin, example_pipeline, cluster, killed, tmp_path):
+    """The node holding the group's offsets: every transaction's `send_offsets_to_transaction` goes to it."""
+    pipe = unique_pipeline(example_pipeline, tmp_path)
+
+    def failure():
+        kill(cluster, cluster.group_coordinator(pipe.group), killed)
     run_through(worker_bin, pipe, cluster, tmp_path, failure)
 
 

@@ -16,7 +16,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::kafka::{self, OutputProducer};
-use super::partition::{CommitError, Input, PartitionTask, RETRY_BACKOFF};
+use super::partition::{CommitError, Input, PartitionTask, RETRY_BACKOFF, TaskError};
 use super::{Delivery, Shared, restore};
 
 #[derive(Default)]
@@ -120,7 +120,7 @@ impl ConsumerContext for GroupContext {
         // failure here is retried when the partition's first record is prepared.
         for task in tasks.map.values_mut().filter(|t| t.producer.is_none()) {
             if let Err(e) = task.ensure_producer(shared) {
-                shared.metrics.kafka_errors.with_label_values(&[kafka::error_kind(&e)]).inc();
+                shared.metrics.kafka_errors.with_label_values(&[e.kind()]).inc();
                 tracing::warn!(partition = task.partition, error = %e, "fencing older owners failed; retried later");
             }
         }
@@ -140,7 +140,7 @@ fn commit_partitions(
     let selected = |p: i32| only.is_none_or(|o| o.contains(&p));
     match shared.cfg.delivery {
         Delivery::ExactlyOnce => {
-            let Some(group) = consumer.group_metadata() else { return Ok(()) };
+            let Some(group) = consumer.group_metadata().map(Arc::new) else { return Ok(()) };
             let mut aborted = Vec::new();
             for task in tasks.map.values_mut().filter(|t| selected(t.partition) && t.pending > 0) {
                 loop {
@@ -245,7 +245,7 @@ fn prepare(
     consumer: &BaseConsumer<GroupContext>,
     task: &mut PartitionTask,
     first: i64,
-) -> Result<Prepared, KafkaError> {
+) -> Result<Prepared, TaskError> {
     shared.health.restoring.fetch_add(1, Ordering::Relaxed);
     let result = (|| {
         task.ensure_producer(shared)?;
@@ -273,7 +273,7 @@ fn handle(shared: &Shared, consumer: &BaseConsumer<GroupContext>, tasks: &mut Ta
             Ok(Prepared::Process) => {}
             Ok(Prepared::Skip) => return,
             Err(e) => {
-                shared.metrics.kafka_errors.with_label_values(&[kafka::error_kind(&e)]).inc();
+                shared.metrics.kafka_errors.with_label_values(&[e.kind()]).inc();
                 tracing::warn!(partition, error = %e, "restore failed; retrying");
                 task.engine = None;
                 rewind(shared, consumer, partition, Some(m.offset()));

@@ -250,7 +250,9 @@ impl Metrics {
         for source in ["snapshot", "empty", "incompatible"] {
             self.restores.with_label_values(&[source]);
         }
-        for kind in ["transport", "timeout", "fenced", "unknown_topic", "auth", "queue_full", "other", "client"] {
+        for kind in
+            ["transport", "timeout", "fenced", "unknown_topic", "auth", "queue_full", "stuck", "other", "client"]
+        {
             self.kafka_errors.with_label_values(&[kind]);
         }
     }

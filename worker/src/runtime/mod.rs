@@ -3,9 +3,11 @@
 //!
 //! - [`config`]: flags, environment and manifest → [`RuntimeConfig`].
 //! - `group`: the consumer loop and rebalance handling; `partition`: one partition's engine and transactions.
-//! - `restore`: snapshot lookup and replay; `kafka`: client settings; [`metrics`], `http`.
+//! - `restore`: snapshot lookup and replay; `kafka`: client settings; `bounded`: transactional calls with a
+//!   deadline of their own; [`metrics`], `http`.
 //! - [`produce`]: writing simulated readings to a topic at a rate.
 
+mod bounded;
 pub mod config;
 mod group;
 mod http;

@@ -4,6 +4,7 @@
 //! (exactly-once: one transaction with the input offset and, now and then, a state snapshot; at-least-once: the
 //! offset is committed after the outputs were acknowledged).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::Offset;
@@ -13,6 +14,7 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::{Producer, PurgeConfig};
 
 use super::Shared;
+use super::bounded::{self, Stuck};
 use super::kafka::{self, OutputProducer};
 use crate::engine::{Outputs, PartitionEngine};
 use crate::reason::Reason;
@@ -42,7 +44,8 @@ pub(crate) struct PartitionTask {
     /// `None` until the state is restored (first record after assignment, or after an aborted batch).
     pub engine: Option<PartitionEngine>,
     /// Exactly-once: this partition's transactional producer, created on first use (which fences older owners).
-    pub producer: Option<OutputProducer>,
+    /// Shared with the helper thread of a transactional call (`bounded`), which may outlive a producer given up.
+    pub producer: Option<Arc<OutputProducer>>,
     in_txn: bool,
     /// How far the open transaction's commit got before an attempt was cut short (a timeout): a retry goes on
     /// from there, since librdkafka wants a timed-out `commit_transaction` called again, not the steps before it
@@ -93,6 +96,28 @@ pub(crate) enum CommitError {
     /// The broker did not answer in time; the batch stays open and is retried.
     #[error("commit not finished yet: {0}")]
     Retry(KafkaError),
+    /// A call never returned; the producer was given up and the batch must be processed again.
+    #[error(transparent)]
+    Stuck(#[from] Stuck),
+}
+
+/// Why a partition could not be made ready (producer, committed offset, restore).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TaskError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Stuck(#[from] Stuck),
+}
+
+impl TaskError {
+    /// The metric label of the error (`kafka_errors_total{kind}`).
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            TaskError::Kafka(e) => kafka::error_kind(e),
+            TaskError::Stuck(_) => "stuck",
+        }
+    }
 }
 
 impl PartitionTask {
@@ -122,16 +147,26 @@ impl PartitionTask {
 
     /// Exactly-once: creates this partition's transactional producer and runs `init_transactions`, which aborts
     /// whatever a previous owner (a crashed or zombie worker) left open and fences it from committing.
-    pub(crate) fn ensure_producer(&mut self, shared: &Shared) -> KafkaResult<()> {
+    pub(crate) fn ensure_producer(&mut self, shared: &Shared) -> Result<(), TaskError> {
         if self.producer.is_some() || shared.cfg.delivery != super::Delivery::ExactlyOnce {
             return Ok(());
         }
         let id = Self::transactional_id(shared, self.partition);
-        let producer: OutputProducer = kafka::producer(&shared.cfg, Some(&id))
-            .create_with_context(kafka::DeliveryContext { metrics: shared.metrics.clone() })?;
-        producer.init_transactions(shared.kafka_timeout)?;
+        let producer: Arc<OutputProducer> = Arc::new(
+            kafka::producer(&shared.cfg, Some(&id))
+                .create_with_context(kafka::DeliveryContext { metrics: shared.metrics.clone() })?,
+        );
+        let timeout = shared.kafka_timeout;
+        bounded::call(&producer, "init_transactions", timeout, move |p| p.init_transactions(timeout))??;
         self.producer = Some(producer);
         Ok(())
+    }
+
+    /// Forgets a producer whose call never returned (see `bounded`); the next `ensure_producer` fences it.
+    fn give_up_producer(&mut self, shared: &Shared, stuck: &Stuck) {
+        tracing::error!(partition = self.partition, error = %stuck, "replacing the producer");
+        shared.metrics.kafka_errors.with_label_values(&["stuck"]).inc();
+        self.producer = None;
     }
 
     /// Processes one record: engine, then outputs to the producer (`alo` is the shared at-least-once producer).
@@ -201,12 +236,26 @@ impl PartitionTask {
     pub(crate) fn commit_transaction(
         &mut self,
         shared: &Shared,
-        group: &ConsumerGroupMetadata,
+        group: &Arc<ConsumerGroupMetadata>,
     ) -> Result<(), CommitError> {
-        let (Some(producer), Some(next)) = (&self.producer, self.next_offset) else { return Ok(()) };
+        let (Some(producer), Some(next)) = (self.producer.clone(), self.next_offset) else { return Ok(()) };
         if self.pending == 0 || !self.in_txn {
             return Ok(());
         }
+        let result = self.commit_steps(shared, &producer, group, next);
+        if let Err(CommitError::Stuck(stuck)) = &result {
+            self.give_up_producer(shared, stuck);
+        }
+        result
+    }
+
+    fn commit_steps(
+        &mut self,
+        shared: &Shared,
+        producer: &Arc<OutputProducer>,
+        group: &Arc<ConsumerGroupMetadata>,
+        next: i64,
+    ) -> Result<(), CommitError> {
         let classify = |e: KafkaError| -> CommitError {
             match &e {
                 KafkaError::Transaction(t) if t.is_fatal() => CommitError::Fenced(e),
@@ -226,7 +275,11 @@ impl PartitionTask {
                 offsets
                     .add_partition_offset(&shared.cfg.topics.input, self.partition, Offset::Offset(next))
                     .map_err(CommitError::Aborted)?;
-                producer.send_offsets_to_transaction(&offsets, group, shared.kafka_timeout).map_err(classify)?;
+                let (group, timeout) = (group.clone(), shared.kafka_timeout);
+                bounded::call(producer, "send_offsets", timeout, move |p| {
+                    p.send_offsets_to_transaction(&offsets, &group, timeout)
+                })?
+                .map_err(classify)?;
                 self.commit_progress.offsets = true;
             }
             // Outputs acknowledged first, so the flush inside `commit_transaction` has nothing left to wait for.
@@ -235,7 +288,9 @@ impl PartitionTask {
             }
             self.commit_progress.committing = true;
         }
-        producer.commit_transaction(shared.kafka_timeout).map_err(classify)?;
+        let timeout = shared.kafka_timeout;
+        bounded::call(producer, "commit_transaction", timeout, move |p| p.commit_transaction(timeout))?
+            .map_err(classify)?;
         shared.metrics.commit_duration.observe(started.elapsed().as_secs_f64());
         shared.metrics.transactions.with_label_values(&["committed"]).inc();
         self.in_txn = false;
@@ -254,8 +309,9 @@ impl PartitionTask {
             && self.in_txn
         {
             match abort_transaction(p, shared.kafka_timeout) {
-                Ok(()) => shared.metrics.transactions.with_label_values(&["aborted"]).inc(),
-                Err(e) => {
+                Ok(Ok(())) => shared.metrics.transactions.with_label_values(&["aborted"]).inc(),
+                Err(stuck) => self.give_up_producer(shared, &stuck),
+                Ok(Err(e)) => {
                     // Any further call on this producer would fail ("conflicting API call in progress"). A new
                     // one with the same transactional id aborts the open transaction on the broker and fences
                     // this one (`init_transactions` in `ensure_producer`).
@@ -314,14 +370,16 @@ impl PartitionTask {
 /// outstanding outputs are purged and their delivery reports served first (`abort_transaction` waits for them,
 /// and nothing else would serve them while it blocks), and an abort that timed out is called again rather than
 /// followed by another API call.
-fn abort_transaction(producer: &OutputProducer, timeout: Duration) -> KafkaResult<()> {
+fn abort_transaction(producer: &Arc<OutputProducer>, timeout: Duration) -> Result<KafkaResult<()>, Stuck> {
     producer.purge(PurgeConfig::default().queue().inflight());
     let mut attempts = 0;
     loop {
-        kafka::flush(producer, timeout)?;
-        match producer.abort_transaction(timeout) {
+        if let Err(e) = kafka::flush(producer, timeout) {
+            return Ok(Err(e));
+        }
+        match bounded::call(producer, "abort_transaction", timeout, move |p| p.abort_transaction(timeout))? {
             Err(KafkaError::Transaction(e)) if e.is_retriable() && attempts < 3 => attempts += 1,
-            other => return other,
+            other => return Ok(other),
         }
     }
 }

@@ -13,6 +13,7 @@ use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::Headers;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::Shared;
@@ -193,12 +194,23 @@ fn read_until<'a>(
                     return Some(Ok(m));
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => done = true,
+                // A broker of the bootstrap list being down is news, not a failure of this read: librdkafka goes
+                // on with the others (and the partition's new leader), and the idle limit below bounds the wait.
+                Some(Err(
+                    e @ KafkaError::MessageConsumption(
+                        RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown,
+                    ),
+                )) if last_progress.elapsed() > idle => {
+                    done = true;
+                    return Some(Err(e));
+                }
+                Some(Err(KafkaError::MessageConsumption(
+                    RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown,
+                ))) => {}
                 Some(Err(e)) => return Some(Err(e)),
                 None if last_progress.elapsed() > idle => {
                     done = true;
-                    return Some(Err(KafkaError::MessageConsumption(
-                        rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
-                    )));
+                    return Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OperationTimedOut)));
                 }
                 None => {}
             }
