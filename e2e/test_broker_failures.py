@@ -1,6 +1,6 @@
 """Broker failures during an exactly-once run, on Apache Kafka: a 3-node KRaft cluster (replication factor 3,
 `min.insync.replicas=2`) loses, by SIGKILL, the leader of an input partition, the node coordinating the worker's
-transactions, or the node coordinating its consumer group; a single node is stopped and started again on the same
+transactions, or the node coordinating its consumer group; a single node is killed and started again on the same
 log directory. Each time the worker recovers by itself, and what a read_committed consumer sees of the outputs
 equals `replay` of the input — nothing lost, nothing twice.
 
@@ -103,11 +103,16 @@ def test_kill_9_the_group_coordinator(worker_bin, example_pipeline, cluster, kil
     run_through(worker_bin, pipe, cluster, tmp_path, failure)
 
 
-def test_a_single_broker_restarted_on_its_log_dir(worker_bin, example_pipeline, tmp_path):
+def test_a_single_broker_killed_and_restarted_on_its_log_dir(worker_bin, example_pipeline, tmp_path):
+    """The only node crashes (SIGKILL) and comes back on the same log directory after 5 s.
+
+    A crash, not a controlled shutdown: on Kafka 4.4 a transaction that completes inside the broker's shutdown
+    window was seen to lose its COMMIT marker on `__consumer_offsets` (docs/runtime.md, "Known limits"), which
+    no client can repair and which would make this test fail for a reason outside the product."""
     pipe = unique_pipeline(example_pipeline, tmp_path)
     with kafka_cluster(tmp_path / "kafka1") as single:
         def failure():
-            single.stop_node(1)
+            single.stop_node(1, kill=True)
             time.sleep(5)
             single.start_node(1)
         run_through(worker_bin, pipe, single, tmp_path, failure)
