@@ -42,8 +42,6 @@ impl std::fmt::Debug for GroupContext {
 pub enum RunError {
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
-    #[error("partition {partition}: {error}")]
-    Fenced { partition: i32, error: String },
 }
 
 impl GroupContext {
@@ -151,7 +149,16 @@ fn commit_partitions(
                             std::thread::sleep(RETRY_BACKOFF);
                         }
                         Err(CommitError::Fenced(e)) => {
-                            return Err(RunError::Fenced { partition: task.partition, error: e.to_string() });
+                            // The producer can do nothing more (librdkafka: destroy it). Either a newer owner has
+                            // the partition (the coming rebalance takes the task away), or the transaction outlived
+                            // `transaction.timeout.ms` and the coordinator moved the epoch on while the partition is
+                            // still ours. As Kafka Streams does with a migrated task, the batch is dropped; a new
+                            // producer is made only while the group still gives us the partition (`prepare`).
+                            tracing::warn!(partition = task.partition, error = %e, "producer fenced; batch dropped");
+                            task.producer = None;
+                            task.abort(shared);
+                            aborted.push((task.partition, task.committed));
+                            break;
                         }
                         Err(e) => {
                             tracing::warn!(partition = task.partition, error = %e, "batch aborted; redoing it");
@@ -248,6 +255,12 @@ fn prepare(
 ) -> Result<Prepared, TaskError> {
     shared.health.restoring.fetch_add(1, Ordering::Relaxed);
     let result = (|| {
+        if consumer.assignment_lost() {
+            // The group has taken the partition away and the rebalance saying so is still to be served: making a
+            // producer now would fence its new owner. The record is not processed; a later owner, or this worker
+            // when given the partition again, resumes from the committed offset.
+            return Ok(Prepared::Skip);
+        }
         task.ensure_producer(shared)?;
         let resume = committed_offset(shared, consumer, task.partition)?.unwrap_or(first);
         let (engine, _) = restore::restore(shared, task.partition, resume)?;

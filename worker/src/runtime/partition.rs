@@ -90,8 +90,9 @@ pub(crate) enum CommitError {
     /// The batch was aborted; its records must be processed again from the last commit.
     #[error("transaction aborted: {0}")]
     Aborted(KafkaError),
-    /// A newer owner of the partition fenced this producer; the partition is no longer ours.
-    #[error("fenced by a newer owner: {0}")]
+    /// A fatal producer error: a newer owner fenced it, or its transaction outlived `transaction.timeout.ms` and
+    /// the coordinator moved the epoch on. The producer cannot be used again.
+    #[error("fenced: {0}")]
     Fenced(KafkaError),
     /// The broker did not answer in time; the batch stays open and is retried.
     #[error("commit not finished yet: {0}")]
