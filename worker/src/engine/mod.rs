@@ -10,6 +10,7 @@
 //! windows ending at or before it are emitted. docs/engine.md explains the choices.
 
 mod intern;
+mod merge;
 mod plan;
 mod reading;
 mod reorder;
@@ -24,6 +25,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+pub use merge::{MergeEngine, Merged, MetricAcc, PartialWindow, SourceProgress};
 pub use snapshot::SnapshotError;
 
 use intern::{Interner, NONE};
@@ -34,7 +36,7 @@ use sensor::SensorState;
 use serde::{Deserialize, Serialize};
 use silence::SilenceQueue;
 use spike::SpikeState;
-use window::{Closed, WindowState};
+use window::{Acc, Closed, WindowState};
 
 use crate::model::{Function, MAX_METRICS, PipelineDefinition, Severity, ValidationErrors, validate};
 use crate::parse::ParsedReading;
@@ -62,6 +64,16 @@ impl Pipeline {
     pub fn restore(&self, snapshot: &[u8]) -> Result<PartitionEngine, SnapshotError> {
         let state = snapshot::decode(snapshot, self.plan.fingerprint)?;
         Ok(PartitionEngine::from_state(self.plan.clone(), state))
+    }
+
+    /// A fresh merge stage for one repartition partition (zone and label windows across input partitions).
+    pub fn merge_engine(&self) -> MergeEngine {
+        MergeEngine::new(self.plan.clone())
+    }
+
+    /// A merge stage continuing from [`MergeEngine::snapshot`].
+    pub fn restore_merge(&self, snapshot: &[u8]) -> Result<MergeEngine, SnapshotError> {
+        MergeEngine::restore(self.plan.clone(), snapshot)
     }
 
     /// Parses a record without running it: for benchmarks and diagnostics.
@@ -435,35 +447,40 @@ impl PartitionEngine {
             };
             self.closed.sort_by(|a, b| a.start.cmp(&b.start).then_with(|| key_name(a.key).cmp(&key_name(b.key))));
             for c in &self.closed {
-                let key = key_name(c.key);
-                let mut stats = BTreeMap::new();
-                for (acc, &m) in c.accs.iter().zip(&agg.metrics) {
-                    if acc.count == 0 {
-                        continue;
-                    }
-                    let mut s = MetricStats::default();
-                    for f in &agg.functions {
-                        match f {
-                            Function::Avg => s.avg = Some(acc.sum / acc.count as f64),
-                            Function::Min => s.min = Some(acc.min),
-                            Function::Max => s.max = Some(acc.max),
-                            Function::Count => s.count = Some(acc.count),
-                            Function::Sum => s.sum = Some(acc.sum),
-                        }
-                    }
-                    stats.insert(plan.metric_names[m].clone(), s);
-                }
-                out.aggregates.push(Aggregate {
-                    id: Aggregate::make_id(&agg.name, key, c.start),
-                    aggregation: agg.name.clone(),
-                    group_by: agg.group_by_name.clone(),
-                    key: key.map(str::to_owned),
-                    window_start: c.start,
-                    window_end: c.start + agg.size_ms,
-                    stats,
-                });
+                out.aggregates.push(finalize(&plan, agg, key_name(c.key), c.start, &c.accs));
             }
         }
+    }
+}
+
+/// The output record of one closed window: the aggregation's functions of each metric's accumulator (a metric no
+/// reading carried is left out). Shared by single-stage windows and the merge stage.
+fn finalize(plan: &Plan, agg: &plan::AggregationPlan, key: Option<&str>, start: i64, accs: &[Acc]) -> Aggregate {
+    let mut stats = BTreeMap::new();
+    for (acc, &m) in accs.iter().zip(&agg.metrics) {
+        if acc.count == 0 {
+            continue;
+        }
+        let mut s = MetricStats::default();
+        for f in &agg.functions {
+            match f {
+                Function::Avg => s.avg = Some(acc.sum / acc.count as f64),
+                Function::Min => s.min = Some(acc.min),
+                Function::Max => s.max = Some(acc.max),
+                Function::Count => s.count = Some(acc.count),
+                Function::Sum => s.sum = Some(acc.sum),
+            }
+        }
+        stats.insert(plan.metric_names[m].clone(), s);
+    }
+    Aggregate {
+        id: Aggregate::make_id(&agg.name, key, start),
+        aggregation: agg.name.clone(),
+        group_by: agg.group_by_name.clone(),
+        key: key.map(str::to_owned),
+        window_start: start,
+        window_end: start + agg.size_ms,
+        stats,
     }
 }
 

@@ -1,9 +1,15 @@
 //! Snapshot encoding of a partition's state: a magic, a format version and the pipeline fingerprint, then the
-//! state in postcard. A snapshot only restores into the pipeline definition it was taken with.
+//! state in postcard. A snapshot only restores into the pipeline definition it was taken with. The merge stage's
+//! state has a magic of its own, so neither kind is ever restored as the other.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::State;
+use super::merge::MergeStateRef;
 
 const MAGIC: &[u8; 4] = b"SPS1";
+const MERGE_MAGIC: &[u8; 4] = b"SPM1";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SnapshotError {
@@ -18,16 +24,32 @@ pub enum SnapshotError {
 }
 
 pub(super) fn encode(state: &State, fingerprint: u64) -> Vec<u8> {
+    encode_with(MAGIC, state, fingerprint)
+}
+
+pub(super) fn decode(bytes: &[u8], expected: u64) -> Result<State, SnapshotError> {
+    decode_with(MAGIC, bytes, expected)
+}
+
+pub(super) fn encode_merge(state: MergeStateRef<'_>, fingerprint: u64) -> Vec<u8> {
+    encode_with(MERGE_MAGIC, state, fingerprint)
+}
+
+pub(super) fn decode_merge<T: DeserializeOwned>(bytes: &[u8], expected: u64) -> Result<T, SnapshotError> {
+    decode_with(MERGE_MAGIC, bytes, expected)
+}
+
+fn encode_with<T: Serialize + ?Sized>(magic: &[u8; 4], state: &T, fingerprint: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
-    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(magic);
     out.extend_from_slice(&fingerprint.to_le_bytes());
     // Serializing plain owned data into a Vec cannot fail; an empty body would be caught as corrupt on restore.
     out.extend(postcard::to_stdvec(state).unwrap_or_default());
     out
 }
 
-pub(super) fn decode(bytes: &[u8], expected: u64) -> Result<State, SnapshotError> {
-    let rest = bytes.strip_prefix(MAGIC.as_slice()).ok_or(SnapshotError::BadHeader)?;
+fn decode_with<T: DeserializeOwned>(magic: &[u8; 4], bytes: &[u8], expected: u64) -> Result<T, SnapshotError> {
+    let rest = bytes.strip_prefix(magic.as_slice()).ok_or(SnapshotError::BadHeader)?;
     let (fp, body) = rest.split_at_checked(8).ok_or(SnapshotError::BadHeader)?;
     let mut fp_bytes = [0u8; 8];
     fp_bytes.copy_from_slice(fp);
