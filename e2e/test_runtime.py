@@ -119,6 +119,18 @@ def kill9_loop(worker_bin, pipe: Pipeline, bs: str, work: pathlib.Path, extra, k
             ctx.__exit__(None, None, None)
 
 
+def test_a_missing_topic_is_named_and_the_worker_exits(worker_bin, kafka, pipe, tmp_path):
+    """No state topic: the worker waits a little (a topic created a moment ago may not have reached every broker),
+    then exits non-zero naming the topic and what to do."""
+    topics = pipe.topics()
+    create_topics(kafka.bootstrap, {t: PARTITIONS for k, t in topics.items() if k != "state"})
+    with worker(worker_bin, pipe.path, kafka.bootstrap, tmp_path / "worker.log") as (proc, _):
+        assert proc.wait(timeout=60) != 0
+    log = (tmp_path / "worker.log").read_text()
+    assert f"topic {topics['state']} does not exist on {kafka.bootstrap}; create it" in log, log[-2000:]
+    assert "topic not in the cluster metadata yet; waiting" in log, log[-2000:]
+
+
 def test_kill_9_repeatedly_exactly_once(worker_bin, kafka, pipe, tmp_path):
     """SIGKILL the worker three times during a run; the committed outputs equal replay exactly —
     nothing lost, nothing twice."""

@@ -80,20 +80,35 @@ fn init_logging(json: bool) {
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }
 
-/// Number of partitions of `topic`, with a message that says what to do when it is missing.
+/// How long a topic missing at start is waited for (ample for the metadata of a just-created topic to spread).
+const TOPIC_WAIT: Duration = Duration::from_secs(10);
+
+/// Number of partitions of `topic`, with a message that says what to do when it is missing. A topic created a
+/// moment ago may not have reached the broker asked yet (metadata spreads from the controller to every broker),
+/// so a missing topic is asked for again until `timeout` has passed.
 fn partitions_of(cfg: &RuntimeConfig, topic: &str, timeout: Duration) -> anyhow::Result<i32> {
     let probe: BaseConsumer = kafka::reader(cfg, true).create()?;
-    let md = probe
-        .fetch_metadata(Some(topic), timeout)
-        .with_context(|| format!("cannot read metadata of topic {topic} from {}", cfg.bootstrap_servers))?;
-    let t = md.topics().first().filter(|t| t.error().is_none() && !t.partitions().is_empty());
-    let Some(t) = t else {
-        anyhow::bail!(
-            "topic {topic} does not exist on {}; create it (the operator does) and retry",
-            cfg.bootstrap_servers
-        )
-    };
-    Ok(i32::try_from(t.partitions().len()).unwrap_or(i32::MAX))
+    let deadline = std::time::Instant::now() + timeout;
+    let mut said = false;
+    loop {
+        let md = probe
+            .fetch_metadata(Some(topic), timeout)
+            .with_context(|| format!("cannot read metadata of topic {topic} from {}", cfg.bootstrap_servers))?;
+        let t = md.topics().first().filter(|t| t.error().is_none() && !t.partitions().is_empty());
+        if let Some(t) = t {
+            return Ok(i32::try_from(t.partitions().len()).unwrap_or(i32::MAX));
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "topic {topic} does not exist on {}; create it (the operator does) and retry",
+                cfg.bootstrap_servers
+            )
+        }
+        if !std::mem::replace(&mut said, true) {
+            tracing::info!(topic, "topic not in the cluster metadata yet; waiting up to {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// `sensorpipe-worker run`: runs until SIGTERM or SIGINT, then commits, leaves the group and exits.
@@ -141,8 +156,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         signal_health.stopping.store(true, Ordering::Relaxed);
     });
 
-    let state_partitions = partitions_of(&cfg, &cfg.topics.state, kafka_timeout)?;
-    partitions_of(&cfg, &cfg.topics.input, kafka_timeout)?;
+    let state_partitions = partitions_of(&cfg, &cfg.topics.state, TOPIC_WAIT)?;
+    partitions_of(&cfg, &cfg.topics.input, TOPIC_WAIT)?;
     let shared = Arc::new(Shared { cfg, pipeline, metrics, health, kafka_timeout, state_partitions });
     let consumer = group::consumer(shared.clone())?;
     let result = group::run(&shared, consumer);
