@@ -13,6 +13,7 @@ begins with all three.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 
@@ -36,7 +37,7 @@ def cluster(tmp_path_factory):
 
 def run_through(worker_bin, pipe: Pipeline, cluster: KafkaCluster, work, failure) -> None:
     """Topics with the cluster's replication, input produced at a rate while one exactly-once worker runs;
-    `failure()` is called once the worker has committed; then the outputs must equal replay."""
+    `failure(worker process)` is called once the worker has committed; then the outputs must equal replay."""
     rf = min(len(cluster.nodes), 3)
     create_topics(cluster.bootstrap, {t: PARTITIONS for t in pipe.topics().values()}, replication_factor=rf)
     producer = subprocess.Popen([str(worker_bin), "simulate", *SIMULATION, "--topic", pipe.input,
@@ -47,7 +48,7 @@ def run_through(worker_bin, pipe: Pipeline, cluster: KafkaCluster, work, failure
                     extra=["--delivery", "exactlyOnce"]) as (proc, port):
             wait_until(lambda: committed_once(port), 90, "the worker to commit")
             time.sleep(2)
-            failure()
+            failure(proc)
             assert producer.wait(timeout=180) == 0, (work / "simulate.log").read_text()[-2000:]
             assert proc.poll() is None, "the worker exited"
             inputs = read_partitions(cluster.live_bootstrap(), pipe.input, PARTITIONS)
@@ -80,7 +81,7 @@ def killed(cluster):
 def test_kill_9_the_leader_of_an_input_partition(worker_bin, example_pipeline, cluster, killed, tmp_path):
     pipe = unique_pipeline(example_pipeline, tmp_path)
 
-    def failure():
+    def failure(_):
         kill(cluster, cluster.leader(pipe.input, 0), killed)
     run_through(worker_bin, pipe, cluster, tmp_path, failure)
 
@@ -88,7 +89,7 @@ def test_kill_9_the_leader_of_an_input_partition(worker_bin, example_pipeline, c
 def test_kill_9_the_transaction_coordinator(worker_bin, example_pipeline, cluster, killed, tmp_path):
     pipe = unique_pipeline(example_pipeline, tmp_path)
 
-    def failure():
+    def failure(_):
         # The worker's transactional id for input partition 0 is `<group>-0` (docs/runtime.md).
         kill(cluster, cluster.transaction_coordinator(f"{pipe.group}-0"), killed)
     run_through(worker_bin, pipe, cluster, tmp_path, failure)
@@ -98,21 +99,29 @@ def test_kill_9_the_group_coordinator(worker_bin, example_pipeline, cluster, kil
     """The node holding the group's offsets: every transaction's `send_offsets_to_transaction` goes to it."""
     pipe = unique_pipeline(example_pipeline, tmp_path)
 
-    def failure():
+    def failure(_):
         kill(cluster, cluster.group_coordinator(pipe.group), killed)
     run_through(worker_bin, pipe, cluster, tmp_path, failure)
 
 
 def test_a_single_broker_killed_and_restarted_on_its_log_dir(worker_bin, example_pipeline, tmp_path):
-    """The only node crashes (SIGKILL) and comes back on the same log directory after 5 s.
+    """The only node crashes (SIGKILL) and comes back on the same log directory after 5 s; the worker lives
+    through the outage and the restart.
 
-    A crash, not a controlled shutdown: on Kafka 4.4 a transaction that completes inside the broker's shutdown
-    window was seen to lose its COMMIT marker on `__consumer_offsets` (docs/runtime.md, "Known limits"), which
-    no client can repair and which would make this test fail for a reason outside the product."""
+    The worker is paused for the second before the crash, so that no transaction is completing at that instant:
+    on Kafka 4.4 a single node that restarts right after completing a transaction was seen to lose its COMMIT
+    marker on `__consumer_offsets` (after a SIGKILL and after a SIGTERM, 2 in 12 restarts), which leaves the
+    group's offset unstable for good and is beyond any client (docs/runtime.md, "Known limits"). With three
+    replicas (the tests above) no marker was lost."""
     pipe = unique_pipeline(example_pipeline, tmp_path)
     with kafka_cluster(tmp_path / "kafka1") as single:
-        def failure():
-            single.stop_node(1, kill=True)
+        def failure(proc):
+            proc.send_signal(signal.SIGSTOP)
+            try:
+                time.sleep(1)
+                single.stop_node(1, kill=True)
+            finally:
+                proc.send_signal(signal.SIGCONT)
             time.sleep(5)
             single.start_node(1)
         run_through(worker_bin, pipe, single, tmp_path, failure)
