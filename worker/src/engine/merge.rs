@@ -73,9 +73,6 @@ pub enum Merged {
     UnknownAggregation,
 }
 
-/// The merge state as the snapshot encoder sees it (the type itself stays private to this room).
-pub(super) type MergeStateRef<'a> = &'a MergeState;
-
 /// Open windows, keyed so that the oldest window end comes first.
 type WindowKey = (i64, usize, Option<String>, i64);
 

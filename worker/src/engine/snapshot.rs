@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::State;
-use super::merge::MergeStateRef;
+use super::merge::MergeState;
 
 const MAGIC: &[u8; 4] = b"SPS1";
 const MERGE_MAGIC: &[u8; 4] = b"SPM1";
@@ -31,11 +31,11 @@ pub(super) fn decode(bytes: &[u8], expected: u64) -> Result<State, SnapshotError
     decode_with(MAGIC, bytes, expected)
 }
 
-pub(super) fn encode_merge(state: MergeStateRef<'_>, fingerprint: u64) -> Vec<u8> {
+pub(super) fn encode_merge(state: &MergeState, fingerprint: u64) -> Vec<u8> {
     encode_with(MERGE_MAGIC, state, fingerprint)
 }
 
-pub(super) fn decode_merge<T: DeserializeOwned>(bytes: &[u8], expected: u64) -> Result<T, SnapshotError> {
+pub(super) fn decode_merge(bytes: &[u8], expected: u64) -> Result<MergeState, SnapshotError> {
     decode_with(MERGE_MAGIC, bytes, expected)
 }
 

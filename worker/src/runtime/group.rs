@@ -148,18 +148,10 @@ fn commit_partitions(
                             tracing::warn!(partition = task.partition, error = %e, "commit not acknowledged; retrying");
                             std::thread::sleep(RETRY_BACKOFF);
                         }
-                        Err(CommitError::Fenced(e)) => {
-                            // The producer can do nothing more (librdkafka: destroy it). Either a newer owner has
-                            // the partition (the coming rebalance takes the task away), or the transaction outlived
-                            // `transaction.timeout.ms` and the coordinator moved the epoch on while the partition is
-                            // still ours. As Kafka Streams does with a migrated task, the batch is dropped; a new
-                            // producer is made only while the group still gives us the partition (`prepare`).
-                            tracing::warn!(partition = task.partition, error = %e, "producer fenced; batch dropped");
-                            task.producer = None;
-                            task.abort(shared);
-                            aborted.push((task.partition, task.committed));
-                            break;
-                        }
+                        // Aborted, stuck, or fenced (either a newer owner has the partition and the coming rebalance
+                        // takes the task away, or the transaction outlived `transaction.timeout.ms` while the
+                        // partition is still ours; as Kafka Streams does with a migrated task, the batch is
+                        // dropped and redone with a new producer).
                         Err(e) => {
                             tracing::warn!(partition = task.partition, error = %e, "batch aborted; redoing it");
                             task.abort(shared);

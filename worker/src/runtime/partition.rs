@@ -244,8 +244,12 @@ impl PartitionTask {
             return Ok(());
         }
         let result = self.commit_steps(shared, &producer, group, next);
-        if let Err(CommitError::Stuck(stuck)) = &result {
-            self.give_up_producer(shared, stuck);
+        match &result {
+            Err(CommitError::Stuck(stuck)) => self.give_up_producer(shared, stuck),
+            // librdkafka: a producer with a fatal error must be destroyed. `prepare` makes the next one, and only
+            // while the group still assigns the partition, so a zombie never fences the partition's new owner.
+            Err(CommitError::Fenced(_)) => self.producer = None,
+            _ => {}
         }
         result
     }

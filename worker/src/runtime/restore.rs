@@ -170,6 +170,13 @@ fn replay(shared: &Shared, partition: i32, from: i64, to: i64, engine: &mut Part
     Ok(n)
 }
 
+fn is_transport(e: &KafkaError) -> bool {
+    matches!(
+        e,
+        KafkaError::MessageConsumption(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown)
+    )
+}
+
 /// Messages of the single assigned partition up to (not including) offset `end`, or until the partition's end
 /// (the end-of-partition event: the high watermark, or the last stable offset when reading committed records).
 /// Gives up with a timeout error when nothing arrives for `idle`.
@@ -194,25 +201,14 @@ fn read_until<'a>(
                     return Some(Ok(m));
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => done = true,
+                Some(Err(e)) if !is_transport(&e) => return Some(Err(e)),
                 // A broker of the bootstrap list being down is news, not a failure of this read: librdkafka goes
-                // on with the others (and the partition's new leader), and the idle limit below bounds the wait.
-                Some(Err(
-                    e @ KafkaError::MessageConsumption(
-                        RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown,
-                    ),
-                )) if last_progress.elapsed() > idle => {
-                    done = true;
-                    return Some(Err(e));
-                }
-                Some(Err(KafkaError::MessageConsumption(
-                    RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown,
-                ))) => {}
-                Some(Err(e)) => return Some(Err(e)),
-                None if last_progress.elapsed() > idle => {
+                // on with the others (and the partition's new leader), so it counts as an empty poll.
+                _ if last_progress.elapsed() > idle => {
                     done = true;
                     return Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OperationTimedOut)));
                 }
-                None => {}
+                _ => {}
             }
         }
         None
