@@ -21,17 +21,20 @@ pub enum Reason {
     TimestampOutOfRange,
     /// The event time is older than the partition watermark minus the allowed lateness.
     Late,
+    /// The event time is more than `eventTime.maxClockSkew` ahead of the worker's clock: a device clock set wrong.
+    TimestampInFuture,
 }
 
 impl Reason {
     /// Every reason, in declaration order, so `reason as usize` indexes arrays laid out like this one.
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 7] = [
         Self::MalformedJson,
         Self::MissingField,
         Self::WrongType,
         Self::NonFinite,
         Self::TimestampOutOfRange,
         Self::Late,
+        Self::TimestampInFuture,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +45,7 @@ impl Reason {
             Self::NonFinite => "non_finite",
             Self::TimestampOutOfRange => "timestamp_out_of_range",
             Self::Late => "late",
+            Self::TimestampInFuture => "timestamp_in_future",
         }
     }
 }

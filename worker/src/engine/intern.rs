@@ -36,6 +36,21 @@ impl Interner {
     pub(crate) fn len(&self) -> usize {
         self.names.len()
     }
+
+    /// Keeps the names whose `keep[id]` is true, renumbered densely in their old order. Returns old id → new id
+    /// (NONE for a name dropped).
+    pub(crate) fn retain(&mut self, keep: &[bool]) -> Vec<u32> {
+        let mut map = vec![NONE; self.names.len()];
+        let mut names = Vec::with_capacity(self.names.len());
+        for (old, name) in std::mem::take(&mut self.names).into_iter().enumerate() {
+            if keep.get(old).copied().unwrap_or(false) {
+                map[old] = names.len() as u32;
+                names.push(name);
+            }
+        }
+        *self = Self::from(names);
+        map
+    }
 }
 
 impl From<Vec<CompactString>> for Interner {
@@ -65,5 +80,16 @@ mod tests {
         assert_eq!(back.name(1), Some("b"));
         let mut back = back;
         assert_eq!(back.intern("b"), (1, false));
+    }
+
+    #[test]
+    fn retain_renumbers_densely() {
+        let mut i = Interner::default();
+        for n in ["a", "b", "c"] {
+            i.intern(n);
+        }
+        assert_eq!(i.retain(&[false, true, true]), vec![NONE, 0, 1]);
+        assert_eq!((i.name(0), i.name(1), i.len()), (Some("b"), Some("c"), 2));
+        assert_eq!(i.intern("a"), (2, true));
     }
 }

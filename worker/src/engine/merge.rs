@@ -44,6 +44,11 @@ pub struct MetricAcc {
 }
 
 impl MetricAcc {
+    /// The accumulator of a closed window, `None` when no reading carried the metric.
+    pub(super) fn of(acc: &Acc) -> Option<Self> {
+        (acc.count > 0).then_some(Self { count: acc.count, sum: acc.sum, min: acc.min, max: acc.max })
+    }
+
     fn fold_into(&self, acc: &mut Acc) {
         acc.count += self.count;
         acc.sum += self.sum;

@@ -9,11 +9,13 @@
 //! and leave the reorder buffer. The frontier is W minus `allowedLateness`: readings before it are too late, and
 //! windows ending at or before it are emitted. docs/engine.md explains the choices.
 
+mod idle;
 mod intern;
 mod merge;
 mod plan;
 mod reading;
 mod reorder;
+mod retention;
 mod sensor;
 mod silence;
 mod snapshot;
@@ -25,6 +27,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+pub use idle::Idleness;
 pub use merge::{MergeEngine, Merged, MetricAcc, PartialWindow, SourceProgress};
 pub use snapshot::SnapshotError;
 
@@ -76,6 +79,33 @@ impl Pipeline {
         MergeEngine::restore(self.plan.clone(), snapshot)
     }
 
+    /// Whether some aggregation groups by zone or label: its windows are merged across partitions by a second
+    /// stage (see [`MergeEngine`]) when the pipeline runs on Kafka.
+    pub fn has_merge_stage(&self) -> bool {
+        self.plan.aggregations.iter().any(|a| a.group_by != GroupBy::Sensor)
+    }
+
+    /// Whether a zone or label window ends in `(after, up_to]`: the merge stage needs to hear of a partition's
+    /// frontier only when it crosses such an end. `after` = `None`: nothing was reported yet.
+    pub fn merge_window_ends_in(&self, after: Option<i64>, up_to: i64) -> bool {
+        let Some(after) = after else { return true };
+        // Window ends are multiples of the advance (validation: the advance divides the size).
+        self.plan.aggregations.iter().filter(|a| a.group_by != GroupBy::Sensor).any(|a| {
+            let next_end = after.div_euclid(a.advance_ms).saturating_add(1).saturating_mul(a.advance_ms);
+            next_end <= up_to
+        })
+    }
+
+    /// `eventTime.idleTimeout` in ms (0: idleness off).
+    pub fn idle_timeout_ms(&self) -> i64 {
+        self.plan.idle_timeout_ms
+    }
+
+    /// `eventTime.maxOutOfOrderness` in ms.
+    pub fn out_of_orderness_ms(&self) -> i64 {
+        self.plan.out_of_orderness_ms
+    }
+
     /// Parses a record without running it: for benchmarks and diagnostics.
     pub fn parse<'a>(&self, payload: &'a [u8]) -> Result<ParsedReading<'a>, crate::parse::ParseError> {
         self.plan.parser.parse(payload)
@@ -88,6 +118,9 @@ pub struct Outputs {
     pub anomalies: Vec<Anomaly>,
     pub aggregates: Vec<Aggregate>,
     pub dead_letters: Vec<DeadLetter>,
+    /// Zone and label windows of one partition, for the merge stage (only from an engine told to
+    /// [`PartitionEngine::emit_partials`]).
+    pub partials: Vec<PartialWindow>,
 }
 
 impl Outputs {
@@ -95,11 +128,12 @@ impl Outputs {
         self.anomalies.clear();
         self.aggregates.clear();
         self.dead_letters.clear();
+        self.partials.clear();
     }
 
-    /// Records held, of all three kinds.
+    /// Records held, of all four kinds.
     pub fn len(&self) -> usize {
-        self.anomalies.len() + self.aggregates.len() + self.dead_letters.len()
+        self.anomalies.len() + self.aggregates.len() + self.dead_letters.len() + self.partials.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -122,6 +156,8 @@ pub struct EngineStats {
     pub silent_sensors: usize,
     pub open_windows: usize,
     pub open_window_groups: usize,
+    /// Zone and label values remembered.
+    pub groups: usize,
 }
 
 /// Everything a partition remembers; exactly what a snapshot holds.
@@ -137,6 +173,8 @@ struct State {
     silence: SilenceQueue,
     /// [aggregation]
     windows: Vec<WindowState>,
+    /// Watermark at which the next retention sweep runs (`retention`).
+    next_sweep: i64,
 }
 
 impl State {
@@ -150,6 +188,7 @@ impl State {
             reorder: ReorderBuffer::default(),
             silence: SilenceQueue::default(),
             windows: vec![WindowState::default(); plan.aggregations.len()],
+            next_sweep: i64::MIN,
         }
     }
 }
@@ -162,11 +201,40 @@ pub struct PartitionEngine {
     stats: EngineStats,
     released: Vec<(u64, Reading)>,
     closed: Vec<Closed>,
+    /// The reader's clock (ms) for the clock guard; `None`: unchecked. Not state: set by the caller.
+    clock_ms: Option<i64>,
+    /// The input partition whose partial zone and label windows this engine emits; `None`: it emits them final.
+    partial_source: Option<i32>,
 }
 
 impl PartitionEngine {
     fn from_state(plan: Arc<Plan>, state: State) -> Self {
-        Self { plan, state, stats: EngineStats::default(), released: Vec::new(), closed: Vec::new() }
+        Self {
+            plan,
+            state,
+            stats: EngineStats::default(),
+            released: Vec::new(),
+            closed: Vec::new(),
+            clock_ms: None,
+            partial_source: None,
+        }
+    }
+
+    /// Sets the reader's clock: readings more than `eventTime.maxClockSkew` ahead of it are dead-lettered as
+    /// `timestamp_in_future`. The Kafka runtime passes the wall clock, `replay` the records' Kafka timestamps.
+    pub fn set_clock(&mut self, now_ms: i64) {
+        self.clock_ms = Some(now_ms);
+    }
+
+    /// Makes zone and label windows come out as [`PartialWindow`]s of input partition `source`, for the merge
+    /// stage, instead of final aggregates. Sensor windows stay final: a sensor lives in one partition.
+    pub fn emit_partials(&mut self, source: i32) {
+        self.partial_source = Some(source);
+    }
+
+    /// Watermark − allowed lateness: windows ending at or before it are emitted; `None` before the first reading.
+    pub fn frontier(&self) -> Option<i64> {
+        self.watermark().map(|w| w.saturating_sub(self.plan.lateness_ms))
     }
 
     /// Processes one record value. Never fails: unusable records become dead letters in `out`.
@@ -248,6 +316,7 @@ impl PartitionEngine {
             silent_sensors: self.state.sensor_state.iter().filter(|s| s.silent).count(),
             open_windows: self.state.windows.iter().map(WindowState::open_windows).sum(),
             open_window_groups: self.state.windows.iter().map(WindowState::open_groups).sum(),
+            groups: self.state.groups.len(),
             ..self.stats.clone()
         }
     }
@@ -255,6 +324,19 @@ impl PartitionEngine {
     fn ingest(&mut self, r: ParsedReading<'_>, payload: &[u8], out: &mut Outputs) {
         let plan = &*self.plan;
         let st = &mut self.state;
+        if let Some(now) = self.clock_ms
+            && plan.max_clock_skew_ms > 0
+            && r.ts_ms > now.saturating_add(plan.max_clock_skew_ms)
+        {
+            self.stats.dead_letters[Reason::TimestampInFuture as usize] += 1;
+            let detail = format!(
+                "event time {} is more than eventTime.maxClockSkew ahead of the clock {}",
+                crate::records::rfc3339_ms::format(r.ts_ms),
+                crate::records::rfc3339_ms::format(now),
+            );
+            out.dead_letters.push(DeadLetter::new(Reason::TimestampInFuture, detail, payload));
+            return;
+        }
         let frontier = st.watermark.saturating_sub(plan.lateness_ms);
         if r.ts_ms < frontier {
             self.stats.dead_letters[Reason::Late as usize] += 1;
@@ -327,6 +409,7 @@ impl PartitionEngine {
         self.released = released;
         self.fire_silences(&plan, watermark, out);
         self.close_windows(watermark.saturating_sub(plan.lateness_ms), out);
+        retention::sweep(&plan, &mut self.state);
     }
 
     /// Fires every silence deadline strictly before `before`: a reading at the deadline itself keeps a sensor alive.
@@ -447,7 +530,16 @@ impl PartitionEngine {
             };
             self.closed.sort_by(|a, b| a.start.cmp(&b.start).then_with(|| key_name(a.key).cmp(&key_name(b.key))));
             for c in &self.closed {
-                out.aggregates.push(finalize(&plan, agg, key_name(c.key), c.start, &c.accs));
+                match (agg.group_by, self.partial_source) {
+                    (GroupBy::Slot(_), Some(source)) => out.partials.push(PartialWindow {
+                        aggregation: agg.name.clone(),
+                        key: key_name(c.key).map(str::to_owned),
+                        window_start: c.start,
+                        source,
+                        metrics: c.accs.iter().map(MetricAcc::of).collect(),
+                    }),
+                    _ => out.aggregates.push(finalize(&plan, agg, key_name(c.key), c.start, &c.accs)),
+                }
             }
         }
     }

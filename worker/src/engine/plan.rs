@@ -62,6 +62,12 @@ pub(crate) struct Plan {
     pub(crate) sensor_zones: BTreeMap<String, String>,
     pub(crate) out_of_orderness_ms: i64,
     pub(crate) lateness_ms: i64,
+    /// Processing time without records after which a partition counts as idle; 0 = never.
+    pub(crate) idle_timeout_ms: i64,
+    /// How far ahead of the reader's clock an event time may be; 0 = unchecked.
+    pub(crate) max_clock_skew_ms: i64,
+    /// Event time after which an unseen sensor or group value is forgotten.
+    pub(crate) retention_ms: i64,
     pub(crate) thresholds: Vec<ThresholdPlan>,
     pub(crate) spikes: Vec<SpikePlan>,
     pub(crate) silence: Option<SilencePlan>,
@@ -154,6 +160,9 @@ impl Plan {
             sensor_zones: fields.sensor_zones.clone(),
             out_of_orderness_ms: p.event_time.max_out_of_orderness.as_millis_i64(),
             lateness_ms: p.event_time.allowed_lateness.as_millis_i64(),
+            idle_timeout_ms: p.event_time.idle_timeout.as_millis_i64(),
+            max_clock_skew_ms: p.event_time.max_clock_skew.as_millis_i64(),
+            retention_ms: p.state_retention.as_millis_i64(),
             thresholds,
             spikes,
             silence,

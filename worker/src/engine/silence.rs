@@ -42,6 +42,18 @@ impl SilenceQueue {
         returning.then_some(previous)
     }
 
+    /// Renumbers the sensors (`map[old]`), dropping the entries of sensors mapped to NONE (forgotten).
+    pub(crate) fn remap(&mut self, map: &[u32]) {
+        let entries = std::mem::take(&mut self.0).into_vec();
+        self.0 = entries
+            .into_iter()
+            .filter_map(|Reverse((deadline, s))| {
+                let new = map.get(s as usize).copied().unwrap_or(super::intern::NONE);
+                (new != super::intern::NONE).then_some(Reverse((deadline, new)))
+            })
+            .collect();
+    }
+
     /// Pops the earliest deadline due strictly before `before` and marks its sensor silent.
     /// Returns (deadline, sensor, last seen).
     pub(crate) fn pop_due(

@@ -8,7 +8,8 @@ use serde::de::DeserializeOwned;
 use super::State;
 use super::merge::MergeState;
 
-const MAGIC: &[u8; 4] = b"SPS1";
+// Version 2: retention sweep schedule in the state.
+const MAGIC: &[u8; 4] = b"SPS2";
 const MERGE_MAGIC: &[u8; 4] = b"SPM1";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use ahash::AHashMap;
 use serde::{Deserialize, Serialize};
 
+use super::intern::NONE;
 use super::plan::AggregationPlan;
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -77,6 +78,19 @@ impl WindowState {
             for (key, accs) in entry.remove() {
                 out.push(Closed { start, key, accs });
             }
+        }
+    }
+
+    /// Every group key of an open window.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = u32> + '_ {
+        self.open.values().flat_map(|g| g.keys().copied())
+    }
+
+    /// Renumbers the group keys (`map[old]`; NONE, "no group", stays); every key must be mapped.
+    pub(crate) fn remap_keys(&mut self, map: &[u32]) {
+        let remap = |k: u32| if k == NONE { NONE } else { map[k as usize] };
+        for groups in self.open.values_mut() {
+            *groups = std::mem::take(groups).into_iter().map(|(k, accs)| (remap(k), accs)).collect();
         }
     }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::Duration;
 
 /// Detection rules and aggregations applied to every reading, in event time.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Processing {
     /// How far readings may arrive out of order, and how long windows wait for late ones.
@@ -27,6 +27,28 @@ pub struct Processing {
     /// Windowed statistics (avg, min, max, count, sum) per sensor, zone or label.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aggregations: Vec<Aggregation>,
+    /// A sensor, zone or label value not seen for this long (in event time) is forgotten, after its silence was
+    /// reported, so state stays bounded as sensors come and go. It must be longer than every rule's and window's
+    /// time span. Default 24h.
+    #[serde(default = "default_state_retention")]
+    pub state_retention: Duration,
+}
+
+fn default_state_retention() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+impl Default for Processing {
+    fn default() -> Self {
+        Self {
+            event_time: EventTime::default(),
+            thresholds: Vec::new(),
+            spikes: Vec::new(),
+            silence: None,
+            aggregations: Vec::new(),
+            state_retention: default_state_retention(),
+        }
+    }
 }
 
 /// Event-time settings of a partition.
@@ -46,15 +68,38 @@ pub struct EventTime {
     /// aggregated, but the detection rules have moved past it. Default 0s.
     #[serde(default)]
     pub allowed_lateness: Duration,
+    /// A partition that receives nothing for this long (processing time, while its consumer is caught up and its
+    /// leader reachable) stops holding back windows: its watermark then moves on with the wall clock, so its last
+    /// windows close and its quiet sensors are reported silent. `0s` turns idleness off. Default 1m.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// A reading timestamped more than this far ahead of the worker's clock is dead-lettered with reason
+    /// `timestamp_in_future` and moves no watermark (one device set to 2099 would otherwise end every window
+    /// and silence every sensor of its partition). `0s` turns the guard off. Default 10m.
+    #[serde(default = "default_max_clock_skew")]
+    pub max_clock_skew: Duration,
 }
 
 fn default_out_of_orderness() -> Duration {
     Duration::from_secs(10)
 }
 
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_max_clock_skew() -> Duration {
+    Duration::from_secs(600)
+}
+
 impl Default for EventTime {
     fn default() -> Self {
-        Self { max_out_of_orderness: default_out_of_orderness(), allowed_lateness: Duration::ZERO }
+        Self {
+            max_out_of_orderness: default_out_of_orderness(),
+            allowed_lateness: Duration::ZERO,
+            idle_timeout: default_idle_timeout(),
+            max_clock_skew: default_max_clock_skew(),
+        }
     }
 }
 

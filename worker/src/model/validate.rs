@@ -203,7 +203,36 @@ pub fn validate(def: &PipelineDefinition) -> Result<(), ValidationErrors> {
         }
     }
 
+    check_retention(&mut r, p);
     if r.0.is_empty() { Ok(()) } else { Err(ValidationErrors(r.0)) }
+}
+
+/// State may only be forgotten once nothing can need it: the retention must outlast every time span a rule or
+/// window looks back over, and the reorder and lateness spans.
+fn check_retention(r: &mut Report, p: &crate::model::Processing) {
+    let retention = p.state_retention.as_millis_i64();
+    let e = &p.event_time;
+    let mut spans = vec![(
+        "eventTime.maxOutOfOrderness + allowedLateness".to_owned(),
+        e.max_out_of_orderness.as_millis_i64() + e.allowed_lateness.as_millis_i64(),
+    )];
+    spans.extend(p.silence.iter().map(|s| ("silence.timeout".to_owned(), s.timeout.as_millis_i64())));
+    spans.extend(p.spikes.iter().map(|s| (format!("spike {} within", s.name), s.within.as_millis_i64())));
+    spans.extend(p.thresholds.iter().map(|t| (format!("threshold {} for", t.name), t.for_duration.as_millis_i64())));
+    spans.extend(p.aggregations.iter().map(|a| {
+        (
+            format!("aggregation {} window + allowedLateness", a.name),
+            a.window.size.as_millis_i64() + e.allowed_lateness.as_millis_i64(),
+        )
+    }));
+    if let Some((what, span)) = spans.into_iter().max_by_key(|(_, span)| *span)
+        && retention <= span
+    {
+        r.error(
+            "processing.stateRetention",
+            format!("must be longer than {what} ({}s): state still needed would be forgotten", span / 1000),
+        );
+    }
 }
 
 #[cfg(test)]

@@ -219,7 +219,8 @@ fn malformed(r: &Record<'_>, reason: Reason) -> Vec<u8> {
         Reason::NonFinite => {
             format!(r#"{{"sensor_id":"{}","timestamp":{},"temperature":NaN}}"#, r.sensor_id, r.timestamp)
         }
-        Reason::TimestampOutOfRange | Reason::Late => {
+        // Not generated: `late` comes from arrival order, `timestamp_in_future` from the reader's clock.
+        Reason::TimestampOutOfRange | Reason::Late | Reason::TimestampInFuture => {
             format!(r#"{{"sensor_id":"{}","timestamp":0,"temperature":{}}}"#, r.sensor_id, r.temperature)
         }
     };
