@@ -1,6 +1,13 @@
 //! Backtest: run a pipeline over a JSONL file (one record per line) and write what it emits as JSONL files.
 //! Deterministic — the same input gives byte-identical outputs — and flushed at the end of input, so the last
 //! windows are emitted too.
+//!
+//! Replay is one partition with every window final (no merge stage: one engine sees every reading). A line may
+//! start with the record's Kafka timestamp in ms and a tab, as `kcat -C -f '%T\t%s\n'` exports a topic; that
+//! timestamp is replay's processing-time clock: readings more than `eventTime.maxClockSkew` ahead of it are
+//! dead-lettered as `timestamp_in_future`, and a gap of at least `eventTime.idleTimeout` between two records
+//! moves the watermark on by the gap before the second one (idleness, as the runtime applies it). Lines without
+//! a timestamp have no clock: neither applies.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufWriter, Write};
@@ -104,6 +111,7 @@ pub fn replay_with(
     flush: bool,
 ) -> io::Result<ReplaySummary> {
     let mut engine = pipeline.engine();
+    let mut idle = crate::engine::Idleness::default();
     let mut out = Outputs::default();
     let mut summary = ReplaySummary::default();
     let mut line = Vec::with_capacity(256);
@@ -119,8 +127,18 @@ pub fn replay_with(
             continue;
         }
         summary.records += 1;
+        let (clock, record) = split_timestamp(record);
+        if let Some(now) = clock {
+            engine.set_clock(now);
+            if let Some(w) = idle.watermark(now, pipeline.idle_timeout_ms(), pipeline.out_of_orderness_ms()) {
+                engine.advance_watermark(w, &mut out);
+            }
+        }
         let before = out.dead_letters.len();
         engine.process(record, &mut out);
+        if let Some(now) = clock {
+            idle.on_record(now, engine.watermark());
+        }
         for d in &mut out.dead_letters[before..] {
             d.source = Some(format!("line {line_no}"));
         }
@@ -145,6 +163,17 @@ pub fn replay_with(
         .map(|(r, n)| (r.as_str().to_owned(), n))
         .collect();
     Ok(summary)
+}
+
+/// A leading `<Kafka timestamp ms>\t`, and the record after it.
+fn split_timestamp(line: &[u8]) -> (Option<i64>, &[u8]) {
+    let Some(tab) = line.iter().position(|b| *b == b'\t') else { return (None, line) };
+    let digits = &line[..tab];
+    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+        return (None, line);
+    }
+    let ts = std::str::from_utf8(digits).ok().and_then(|d| d.parse().ok());
+    (ts, if ts.is_some() { &line[tab + 1..] } else { line })
 }
 
 fn trim_line_end(line: &[u8]) -> &[u8] {

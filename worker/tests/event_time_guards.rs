@@ -117,3 +117,34 @@ fn a_retention_shorter_than_a_rule_is_refused() {
     .to_string();
     assert!(err.contains("processing.stateRetention") && err.contains("silence.timeout"), "{err}");
 }
+
+#[test]
+fn replay_takes_its_clock_from_kafka_timestamps_and_applies_both_guards() {
+    let p = pipeline(
+        "input:\n  fields: {metrics: [temperature], zone: zone}\nprocessing:\n  eventTime: {idleTimeout: 30s}\n  \
+         silence: {name: quiet, timeout: 120s}\n",
+    );
+    let line = |kafka_ms: i64, r: Vec<u8>| format!("{kafka_ms}\t{}\n", String::from_utf8(r).unwrap());
+    let mut input = String::new();
+    for i in 0..10 {
+        input += &line(T0_MS + i * 1000, reading("a", T0_S + i as f64, 20.0, "z"));
+    }
+    input += &line(T0_MS + 10_000, reading("broken", 4_070_908_800.0, 20.0, "z"));
+    // Ten minutes later: the partition was idle, its watermark moved on and "a" fell silent before this reading.
+    input += &line(T0_MS + 610_000, reading("b", T0_S + 610.0, 20.0, "z"));
+    let mut out = Outputs::default();
+    let run = |input: &str, out: &mut Outputs| {
+        sensorpipe_worker::replay::replay_with(&p, input.as_bytes(), out, false).unwrap()
+    };
+    let summary = run(&input, &mut out);
+    assert_eq!(summary.dead_letters_by_reason.get("timestamp_in_future"), Some(&1), "{summary:?}");
+    let silent: Vec<_> = out.anomalies.iter().filter(|a| a.kind == AnomalyKind::Silence).map(|a| &a.sensor).collect();
+    assert_eq!(silent, ["a"]);
+    // Without timestamps there is no clock and no guard: the 2099 reading moves the watermark, the next reading is
+    // late — what the guard prevents.
+    let plain: String = input.lines().map(|l| format!("{}\n", l.split_once('\t').unwrap().1)).collect();
+    let mut out = Outputs::default();
+    let summary = run(&plain, &mut out);
+    assert_eq!(summary.dead_letters_by_reason.get("late"), Some(&1), "{summary:?}");
+    assert_eq!(summary.dead_letters_by_reason.get("timestamp_in_future"), None);
+}
