@@ -70,7 +70,7 @@ def test_simulated_input_through_the_worker_equals_replay(worker_bin, kafka, pip
     reasons = {d["reason"] for d in got["dead_letters"]}
     assert reasons == {"malformed_json", "missing_field", "wrong_type", "non_finite", "timestamp_out_of_range",
                        "late"}, reasons
-    assert metric(metrics, "sensorpipe_worker_records_consumed_total") == total
+    assert metric(metrics, "sensorpipe_worker_records_consumed_total", topic=pipe.input) == total
     for reason in reasons:
         assert metric(metrics, "sensorpipe_worker_dead_letters_total", reason=reason) == \
             sum(1 for d in got["dead_letters"] if d["reason"] == reason)

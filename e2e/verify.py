@@ -52,7 +52,9 @@ def assert_exactly(got: dict[str, list], exp: dict[str, list]) -> None:
     for kind in KINDS:
         g, e = canonical(got[kind]), canonical(exp[kind])
         assert len(e) > 0, f"replay produced no {kind}; the scenario is too small"
+        extra, missing = sorted(set(g) - set(e)), sorted(set(e) - set(g))
         assert g == e, f"{kind}: {len(g)} emitted vs {len(e)} expected; " \
+                       f"first unexpected {extra[:1]}, first missing {missing[:1]}; " \
                        f"{len(set(g) - set(e))} unexpected, {len(set(e) - set(g))} missing, " \
                        f"{len(g) - len(set(g))} duplicates"
 

@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use sensorpipe_worker::engine::Pipeline;
 use sensorpipe_worker::model::{Duration, load_pipeline_file};
-use sensorpipe_worker::replay::{DirectorySink, replay_with};
+use sensorpipe_worker::replay::{DirectorySink, replay_partitions};
 use sensorpipe_worker::runtime::RunArgs;
 use sensorpipe_worker::runtime::produce::{ProduceTarget, TopicWriter};
 use sensorpipe_worker::simulate::{SimConfig, generate};
@@ -38,9 +38,10 @@ enum Command {
         /// The SensorPipeline manifest (or its spec) to run.
         #[arg(short, long)]
         pipeline: PathBuf,
-        /// JSONL input; `-` reads standard input.
+        /// JSONL input; `-` reads standard input. Repeat it with one file per partition of a topic to run as the
+        /// Kafka runtime does: one engine per partition, zone and label windows merged across them.
         #[arg(short, long, default_value = "-")]
-        input: String,
+        input: Vec<String>,
         /// Directory for anomalies.jsonl, aggregates.jsonl and dead_letters.jsonl.
         #[arg(short, long)]
         out_dir: PathBuf,
@@ -158,14 +159,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay { pipeline, input, out_dir, no_flush } => {
             let def = load_pipeline_file(&pipeline)?;
             let pipeline = Pipeline::new(&def).map_err(|e| anyhow::anyhow!("invalid pipeline:\n{e}"))?;
-            let reader: Box<dyn BufRead> = if input == "-" {
-                Box::new(BufReader::with_capacity(1 << 20, io::stdin().lock()))
-            } else {
-                let file = File::open(&input).with_context(|| format!("cannot open {input}"))?;
-                Box::new(BufReader::with_capacity(1 << 20, file))
-            };
+            let mut readers: Vec<Box<dyn BufRead>> = Vec::new();
+            for input in &input {
+                readers.push(if input == "-" {
+                    Box::new(BufReader::with_capacity(1 << 20, io::stdin().lock()))
+                } else {
+                    let file = File::open(input).with_context(|| format!("cannot open {input}"))?;
+                    Box::new(BufReader::with_capacity(1 << 20, file))
+                });
+            }
             let mut sink = DirectorySink::create(&out_dir)?;
-            let summary = replay_with(&pipeline, reader, &mut sink, !no_flush)?;
+            let summary = replay_partitions(&pipeline, readers, &mut sink, !no_flush)?;
             sink.finish()?;
             eprintln!("{}", serde_json::to_string_pretty(&summary)?);
             Ok(())

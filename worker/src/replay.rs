@@ -2,7 +2,9 @@
 //! Deterministic — the same input gives byte-identical outputs — and flushed at the end of input, so the last
 //! windows are emitted too.
 //!
-//! Replay is one partition with every window final (no merge stage: one engine sees every reading). A line may
+//! Given one input, replay is one partition with every window final (no merge stage: one engine sees every
+//! reading). Given one input per partition (a topic exported partition by partition), it runs as the Kafka
+//! runtime does: one engine per partition and zone and label windows merged across them ([`replay_partitions`]). A line may
 //! start with the record's Kafka timestamp in ms and a tab, as `kcat -C -f '%T\t%s\n'` exports a topic; that
 //! timestamp is replay's processing-time clock: readings more than `eventTime.maxClockSkew` ahead of it are
 //! dead-lettered as `timestamp_in_future`, and a gap of at least `eventTime.idleTimeout` between two records
@@ -15,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::engine::{Outputs, Pipeline};
+use crate::engine::{MergeEngine, Outputs, PartitionEngine, Pipeline, SourceProgress};
 use crate::reason::Reason;
 
 /// Names of the files `replay` writes into its output directory.
@@ -106,14 +108,93 @@ pub fn replay(pipeline: &Pipeline, input: impl BufRead, sink: &mut impl ReplaySi
 /// this input (and no more) has emitted.
 pub fn replay_with(
     pipeline: &Pipeline,
-    mut input: impl BufRead,
+    input: impl BufRead,
     sink: &mut impl ReplaySink,
     flush: bool,
 ) -> io::Result<ReplaySummary> {
-    let mut engine = pipeline.engine();
+    replay_partitions(pipeline, vec![input], sink, flush)
+}
+
+/// Replays a topic exported per partition: one engine per input, as the Kafka runtime runs one per partition,
+/// and — with more than one input — zone and label windows merged across them by the merge stage, emitted when
+/// every input's frontier has passed them (at the end of input with `flush`). The outputs equal what the
+/// runtime emits for the same partitions.
+pub fn replay_partitions<R: BufRead>(
+    pipeline: &Pipeline,
+    inputs: Vec<R>,
+    sink: &mut impl ReplaySink,
+    flush: bool,
+) -> io::Result<ReplaySummary> {
+    let sources = inputs.len();
+    let mut merge = (sources > 1 && pipeline.has_merge_stage()).then(|| pipeline.merge_engine());
+    let mut summary = ReplaySummary::default();
+    let mut frontiers = Vec::with_capacity(sources);
+    let mut by_reason = [0u64; Reason::ALL.len()];
+    for (source, input) in inputs.into_iter().enumerate() {
+        let label = if sources > 1 { format!("input {source} ") } else { String::new() };
+        let mut engine = pipeline.engine();
+        if merge.is_some() {
+            engine.emit_partials(source as i32);
+        }
+        replay_one(pipeline, &mut engine, input, sink, &mut summary, merge.as_mut(), &label)?;
+        let mut out = Outputs::default();
+        if flush {
+            engine.flush(&mut out);
+        }
+        frontiers.push(if flush { Some(i64::MAX) } else { engine.frontier() });
+        write(sink, &mut summary, &mut out, merge.as_mut())?;
+        let stats = engine.stats();
+        summary.late_for_rules += stats.late_for_rules;
+        for (n, add) in by_reason.iter_mut().zip(stats.dead_letters) {
+            *n += add;
+        }
+    }
+    if let Some(m) = merge.as_mut() {
+        let mut out = Outputs::default();
+        for (source, frontier) in frontiers.iter().enumerate() {
+            if let Some(frontier) = *frontier {
+                let p = SourceProgress { source: source as i32, sources: sources as i32, frontier };
+                m.progress(p, &mut out.aggregates);
+            }
+        }
+        write(sink, &mut summary, &mut out, None)?;
+    }
+    // The engines already count dead letters by reason; the summary reports their counters.
+    summary.dead_letters_by_reason =
+        Reason::ALL.iter().zip(by_reason).filter(|(_, n)| *n > 0).map(|(r, n)| (r.as_str().to_owned(), n)).collect();
+    Ok(summary)
+}
+
+/// Writes `out` (its partials into the merge stage) and clears it.
+fn write(
+    sink: &mut impl ReplaySink,
+    summary: &mut ReplaySummary,
+    out: &mut Outputs,
+    merge: Option<&mut MergeEngine>,
+) -> io::Result<()> {
+    if let Some(m) = merge {
+        for p in out.partials.drain(..) {
+            m.add(p);
+        }
+    }
+    count(summary, out);
+    sink.write(out)?;
+    out.clear();
+    Ok(())
+}
+
+/// One input through one engine (no end-of-input flush).
+fn replay_one(
+    pipeline: &Pipeline,
+    engine: &mut PartitionEngine,
+    mut input: impl BufRead,
+    sink: &mut impl ReplaySink,
+    summary: &mut ReplaySummary,
+    mut merge: Option<&mut MergeEngine>,
+    label: &str,
+) -> io::Result<()> {
     let mut idle = crate::engine::Idleness::default();
     let mut out = Outputs::default();
-    let mut summary = ReplaySummary::default();
     let mut line = Vec::with_capacity(256);
     let mut line_no = 0u64;
     loop {
@@ -140,29 +221,13 @@ pub fn replay_with(
             idle.on_record(now, engine.watermark());
         }
         for d in &mut out.dead_letters[before..] {
-            d.source = Some(format!("line {line_no}"));
+            d.source = Some(format!("{label}line {line_no}"));
         }
         if out.len() >= 4096 {
-            count(&mut summary, &out);
-            sink.write(&out)?;
-            out.clear();
+            write(sink, summary, &mut out, merge.as_deref_mut())?;
         }
     }
-    if flush {
-        engine.flush(&mut out);
-    }
-    count(&mut summary, &out);
-    sink.write(&out)?;
-    // The engine already counts dead letters by reason; the summary reports its counters.
-    let stats = engine.stats();
-    summary.late_for_rules = stats.late_for_rules;
-    summary.dead_letters_by_reason = Reason::ALL
-        .iter()
-        .zip(stats.dead_letters)
-        .filter(|(_, n)| *n > 0)
-        .map(|(r, n)| (r.as_str().to_owned(), n))
-        .collect();
-    Ok(summary)
+    write(sink, summary, &mut out, merge)
 }
 
 /// A leading `<Kafka timestamp ms>\t`, and the record after it.
@@ -182,6 +247,7 @@ fn trim_line_end(line: &[u8]) -> &[u8] {
 }
 
 fn count(summary: &mut ReplaySummary, out: &Outputs) {
+    // Partials are not outputs: they go into the merge stage.
     summary.anomalies += out.anomalies.len() as u64;
     summary.aggregates += out.aggregates.len() as u64;
     summary.dead_letters += out.dead_letters.len() as u64;

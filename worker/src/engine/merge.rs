@@ -34,13 +34,32 @@ pub struct PartialWindow {
     pub metrics: Vec<Option<MetricAcc>>,
 }
 
-/// count, sum, min and max of one metric in one partial.
+/// count, sum, min and max of one metric in one partial. The floats travel as decimal strings: serde_json's
+/// default number parser may miss the nearest double by an ulp, and a merged sum must be bit-exact (the same
+/// input gives the same record, whichever way it went).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetricAcc {
     pub count: u64,
+    #[serde(with = "exact_f64")]
     pub sum: f64,
+    #[serde(with = "exact_f64")]
     pub min: f64,
+    #[serde(with = "exact_f64")]
     pub max: f64,
+}
+
+/// An f64 as its shortest round-trip decimal string, parsed back with Rust's correctly rounded parser.
+mod exact_f64 {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub(super) fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(|_| D::Error::custom(format!("not a number: {text:?}")))
+    }
 }
 
 impl MetricAcc {
@@ -76,6 +95,18 @@ pub enum Merged {
     TooLate,
     /// The aggregation is not one of this pipeline's (a partial from another definition); nothing changed.
     UnknownAggregation,
+}
+
+impl Merged {
+    /// The metric label (`merge_partials_total{result}`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Merged::Added => "added",
+            Merged::Replaced => "replaced",
+            Merged::TooLate => "too_late",
+            Merged::UnknownAggregation => "unknown_aggregation",
+        }
+    }
 }
 
 /// Open windows, keyed so that the oldest window end comes first.

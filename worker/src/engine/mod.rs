@@ -275,6 +275,26 @@ impl PartitionEngine {
         self.close_windows(i64::MAX, out);
     }
 
+    /// The lowest watermark at which advancing would change what the partition has emitted: a buffered reading
+    /// released, a silence deadline passed, the oldest window closed. An idle partition is moved on only then,
+    /// not on every tick (each move is committed with a snapshot). `None`: nothing is waiting.
+    pub fn next_due(&self) -> Option<i64> {
+        let plan = &*self.plan;
+        let st = &self.state;
+        let windows =
+            plan.aggregations.iter().zip(&st.windows).filter_map(|(a, w)| {
+                w.first_start().map(|s| s.saturating_add(a.size_ms).saturating_add(plan.lateness_ms))
+            });
+        let silence = plan.silence.as_ref().and(st.silence.earliest()).map(|d| d.saturating_add(1));
+        let buffered = st.reorder.min_ts().map(|t| t.saturating_add(1));
+        windows.chain(silence).chain(buffered).min()
+    }
+
+    /// `eventTime.allowedLateness` in ms.
+    pub fn lateness_ms(&self) -> i64 {
+        self.plan.lateness_ms
+    }
+
     /// The whole partition state, to restore with [`Pipeline::restore`].
     pub fn snapshot(&self) -> Vec<u8> {
         snapshot::encode(&self.state, self.plan.fingerprint)

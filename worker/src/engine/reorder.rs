@@ -50,6 +50,12 @@ impl ReorderBuffer {
         self.heap.push(Reverse(Key { ts: reading.ts, hash, slot }));
     }
 
+    /// The earliest buffered event time.
+    pub(crate) fn min_ts(&self) -> Option<i64> {
+        let heap = self.heap.peek().map(|k| k.0.ts);
+        self.run.front().map(|(_, r)| r.ts).into_iter().chain(heap).min()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.run.len() + self.heap.len()
     }

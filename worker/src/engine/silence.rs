@@ -42,6 +42,11 @@ impl SilenceQueue {
         returning.then_some(previous)
     }
 
+    /// The earliest queued deadline (possibly older than its sensor's real one).
+    pub(crate) fn earliest(&self) -> Option<i64> {
+        self.0.peek().map(|Reverse((deadline, _))| *deadline)
+    }
+
     /// Renumbers the sensors (`map[old]`), dropping the entries of sensors mapped to NONE (forgotten).
     pub(crate) fn remap(&mut self, map: &[u32]) {
         let entries = std::mem::take(&mut self.0).into_vec();

@@ -81,6 +81,11 @@ impl WindowState {
         }
     }
 
+    /// The start of the oldest open window.
+    pub(crate) fn first_start(&self) -> Option<i64> {
+        self.open.keys().next().copied()
+    }
+
     /// Every group key of an open window.
     pub(crate) fn keys(&self) -> impl Iterator<Item = u32> + '_ {
         self.open.values().flat_map(|g| g.keys().copied())

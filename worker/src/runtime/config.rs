@@ -71,6 +71,11 @@ pub struct RunArgs {
     /// Default: `<name>-state`.
     #[arg(long, env = "SENSORPIPE_STATE_TOPIC")]
     pub state_topic: Option<String>,
+    /// Topic between the two stages of zone and label windows (partials and partition frontiers; best with as
+    /// many partitions as the input). Used only when an aggregation groups by zone or label.
+    /// Default: `<name>-repartition`.
+    #[arg(long, env = "SENSORPIPE_REPARTITION_TOPIC")]
+    pub repartition_topic: Option<String>,
     /// Delivery guarantee. Default: `spec.workers.delivery`, else exactlyOnce.
     #[arg(long, env = "SENSORPIPE_DELIVERY", value_enum)]
     pub delivery: Option<Delivery>,
@@ -113,6 +118,7 @@ pub struct Topics {
     pub aggregates: String,
     pub dead_letter: String,
     pub state: String,
+    pub repartition: String,
 }
 
 /// The resolved runtime configuration.
@@ -193,6 +199,13 @@ struct Workers {
     delivery: Option<Delivery>,
 }
 
+impl RuntimeConfig {
+    /// The consumer group of the merge stage (the repartition topic): the pipeline's group with `-merge`.
+    pub fn merge_group_id(&self) -> String {
+        format!("{}-merge", self.group_id)
+    }
+}
+
 impl RunArgs {
     /// Resolves flags, environment and the manifest into one configuration. `env` is the process environment
     /// (a parameter so tests need not mutate it).
@@ -213,6 +226,7 @@ impl RunArgs {
             aggregates: pick(&self.aggregates_topic, manifest.spec.outputs.aggregates.topic, "aggregates"),
             dead_letter: pick(&self.dead_letter_topic, manifest.spec.outputs.dead_letter.topic, "dead-letter"),
             state: pick(&self.state_topic, None, "state"),
+            repartition: pick(&self.repartition_topic, None, "repartition"),
         };
         let mut kafka = BTreeMap::new();
         for path in &self.kafka_properties_files {
@@ -308,7 +322,8 @@ mod tests {
                 anomalies: "an".into(),
                 aggregates: "agg".into(),
                 dead_letter: "b-dead-letter".into(),
-                state: "b-state".into()
+                state: "b-state".into(),
+                repartition: "b-repartition".into()
             }
         );
         assert_eq!(c.delivery, Delivery::AtLeastOnce);

@@ -1,5 +1,6 @@
-//! The consumer-group loop: one thread polls the input, routes each record to its partition's task, commits
-//! batches on a timer, and reacts to rebalances (commit what is revoked, restore what is assigned).
+//! The consumer-group loop: one thread polls the input (and, with a merge stage, the repartition topic), routes
+//! each record to its task, commits batches on a timer, moves idle input partitions on, and reacts to rebalances
+//! (commit what is revoked, restore what is assigned).
 //!
 //! Rebalance callbacks run inside `poll` on this same thread, so the tasks sit behind a mutex that is never held
 //! across `poll` and never contended.
@@ -16,18 +17,30 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::kafka::{self, OutputProducer};
-use super::partition::{CommitError, Input, PartitionTask, RETRY_BACKOFF, TaskError};
-use super::{Delivery, Shared, restore};
+use super::partition::{
+    CommitError, FetchState, Input, PartitionTask, RETRY_BACKOFF, Stage, TaskEngine, TaskError, TaskId,
+};
+use super::{Delivery, Shared, now_ms, restore};
 
 #[derive(Default)]
 pub(crate) struct Tasks {
-    map: BTreeMap<i32, PartitionTask>,
+    map: BTreeMap<TaskId, PartitionTask>,
     /// At-least-once: one idempotent producer for all partitions.
     alo: Option<OutputProducer>,
+    /// The loop's clock (ms), read once per housekeeping round rather than per record.
+    now_ms: i64,
+}
+
+impl Tasks {
+    fn input_count(&self) -> usize {
+        self.map.keys().filter(|id| id.stage == Stage::Input).count()
+    }
 }
 
 pub(crate) struct GroupContext {
     shared: Arc<Shared>,
+    /// The stage whose topic this consumer reads.
+    stage: Stage,
     tasks: Mutex<Tasks>,
 }
 
@@ -54,13 +67,26 @@ impl GroupContext {
 impl ClientContext for GroupContext {
     fn stats(&self, stats: Statistics) {
         let mut tasks = self.lock();
-        let Some(topic) = stats.topics.get(&self.shared.cfg.topics.input) else { return };
-        for (p, ps) in &topic.partitions {
-            if let Some(task) = tasks.map.get_mut(p) {
+        let now = Instant::now();
+        for (name, topic) in &stats.topics {
+            for (p, ps) in &topic.partitions {
+                let Some(task) = TaskId::of(&self.shared, name, *p).and_then(|id| tasks.map.get_mut(&id)) else {
+                    continue;
+                };
                 let end = if ps.ls_offset >= 0 { ps.ls_offset } else { ps.hi_offset };
                 if end >= 0 {
                     task.high_watermark = Some(end);
                 }
+                let leader_up = stats.brokers.values().any(|b| b.nodeid == ps.leader && b.state == "UP");
+                task.fetch = FetchState {
+                    caught_up: leader_up
+                        && ps.fetch_state == "active"
+                        && ps.fetchq_cnt == 0
+                        && end >= 0
+                        && ps.next_offset >= end,
+                    end: (end >= 0).then_some(end),
+                    at: Some(now),
+                };
             }
         }
     }
@@ -78,24 +104,29 @@ impl ConsumerContext for GroupContext {
         let lost = consumer.assignment_lost();
         shared.metrics.rebalances.with_label_values(&[if lost { "lost" } else { "revoke" }]).inc();
         let mut tasks = self.lock();
-        let partitions: Vec<i32> =
-            tpl.elements().iter().filter(|e| e.topic() == shared.cfg.topics.input).map(|e| e.partition()).collect();
+        let partitions: Vec<TaskId> =
+            tpl.elements().iter().filter_map(|e| TaskId::of(shared, e.topic(), e.partition())).collect();
         if !lost {
             // Hand over cleanly: what was processed is committed, so the next owner resumes right after it.
             if let Err(e) = commit_partitions(shared, consumer, &mut tasks, Some(&partitions)) {
                 tracing::warn!(error = %e, "commit on revoke failed; the next owner redoes the batch");
             }
         }
-        for p in partitions {
-            if let Some(mut task) = tasks.map.remove(&p) {
+        for id in partitions {
+            if let Some(mut task) = tasks.map.remove(&id) {
                 if task.pending > 0 {
                     task.abort(shared);
                 }
-                shared.metrics.forget_partition(&shared.cfg.topics.input, p);
+                match id.stage {
+                    Stage::Input => shared.metrics.forget_partition(id.topic(shared), id.partition),
+                    Stage::Merge => shared.metrics.forget_merge_partition(id.topic(shared), id.partition),
+                }
             }
         }
-        shared.metrics.assigned_partitions.set(tasks.map.len() as i64);
-        tracing::info!(lost, assigned = ?tasks.map.keys().collect::<Vec<_>>(), "partitions revoked");
+        if self.stage == Stage::Input {
+            shared.metrics.assigned_partitions.set(tasks.input_count() as i64);
+        }
+        tracing::info!(lost, assigned = %assigned(&tasks), "partitions revoked");
     }
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -108,8 +139,9 @@ impl ConsumerContext for GroupContext {
         };
         shared.metrics.rebalances.with_label_values(&["assign"]).inc();
         let mut tasks = self.lock();
-        for e in tpl.elements().iter().filter(|e| e.topic() == shared.cfg.topics.input) {
-            tasks.map.entry(e.partition()).or_insert_with(|| PartitionTask::new(e.partition()));
+        let now = now_ms();
+        for id in tpl.elements().iter().filter_map(|e| TaskId::of(shared, e.topic(), e.partition())) {
+            tasks.map.entry(id).or_insert_with(|| PartitionTask::new(id)).idle.start(now);
         }
         // Fence every new partition now, not at its first record: a crashed owner's open transactions are
         // aborted at once, so they stop holding back read_committed readers of the outputs (the last stable
@@ -122,10 +154,18 @@ impl ConsumerContext for GroupContext {
                 tracing::warn!(partition = task.partition, error = %e, "fencing older owners failed; retried later");
             }
         }
-        shared.metrics.assigned_partitions.set(tasks.map.len() as i64);
+        if self.stage == Stage::Input {
+            shared.metrics.assigned_partitions.set(tasks.input_count() as i64);
+        }
         shared.health.assigned.store(true, Ordering::Relaxed);
-        tracing::info!(assigned = ?tasks.map.keys().collect::<Vec<_>>(), "partitions assigned");
+        tracing::info!(assigned = %assigned(&tasks), "partitions assigned");
     }
+}
+
+/// The tasks held, for logs: input partitions as numbers, repartition partitions as `r<n>`.
+fn assigned(tasks: &Tasks) -> String {
+    let ids: Vec<String> = tasks.map.keys().map(ToString::to_string).collect();
+    format!("[{}]", ids.join(", "))
 }
 
 /// Commits pending batches (all partitions, or `only` these).
@@ -133,14 +173,14 @@ fn commit_partitions(
     shared: &Shared,
     consumer: &BaseConsumer<GroupContext>,
     tasks: &mut Tasks,
-    only: Option<&[i32]>,
+    only: Option<&[TaskId]>,
 ) -> Result<(), RunError> {
-    let selected = |p: i32| only.is_none_or(|o| o.contains(&p));
+    let selected = |id: TaskId| only.is_none_or(|o| o.contains(&id));
     match shared.cfg.delivery {
         Delivery::ExactlyOnce => {
             let Some(group) = consumer.group_metadata().map(Arc::new) else { return Ok(()) };
             let mut aborted = Vec::new();
-            for task in tasks.map.values_mut().filter(|t| selected(t.partition) && t.pending > 0) {
+            for task in tasks.map.values_mut().filter(|t| selected(t.id()) && t.pending > 0) {
                 loop {
                     match task.commit_transaction(shared, &group) {
                         Ok(()) => break,
@@ -155,7 +195,7 @@ fn commit_partitions(
                         Err(e) => {
                             tracing::warn!(partition = task.partition, error = %e, "batch aborted; redoing it");
                             task.abort(shared);
-                            aborted.push((task.partition, task.committed));
+                            aborted.push((task.id(), task.committed));
                             break;
                         }
                     }
@@ -168,10 +208,10 @@ fn commit_partitions(
         Delivery::AtLeastOnce => {
             let Some(producer) = tasks.alo.as_ref() else { return Ok(()) };
             let mut offsets = TopicPartitionList::new();
-            for task in tasks.map.values_mut().filter(|t| selected(t.partition) && t.pending > 0) {
+            for task in tasks.map.values_mut().filter(|t| selected(t.id()) && t.pending > 0) {
                 task.snapshot_at_least_once(shared, producer)?;
                 if let Some(next) = task.next_offset {
-                    offsets.add_partition_offset(&shared.cfg.topics.input, task.partition, Offset::Offset(next))?;
+                    offsets.add_partition_offset(task.id().topic(shared), task.partition, Offset::Offset(next))?;
                 }
             }
             if offsets.count() == 0 {
@@ -189,9 +229,8 @@ fn commit_partitions(
                 Ok(()) => {
                     shared.metrics.transactions.with_label_values(&["committed"]).inc();
                     shared.metrics.commit_duration.observe(started.elapsed().as_secs_f64());
-                    for task in tasks.map.values_mut().filter(|t| selected(t.partition) && t.pending > 0) {
-                        task.committed = task.next_offset;
-                        task.pending = 0;
+                    for task in tasks.map.values_mut().filter(|t| selected(t.id()) && t.pending > 0) {
+                        task.committed_at_least_once();
                     }
                 }
                 Err(e) => {
@@ -209,23 +248,19 @@ fn commit_partitions(
 }
 
 /// Positions the consumer back at `offset` (the last commit) after a batch was abandoned.
-fn rewind(shared: &Shared, consumer: &BaseConsumer<GroupContext>, partition: i32, offset: Option<i64>) {
+fn rewind(shared: &Shared, consumer: &BaseConsumer<GroupContext>, task: TaskId, offset: Option<i64>) {
     let to = offset.map_or(Offset::Stored, Offset::Offset);
-    if let Err(e) = consumer.seek(&shared.cfg.topics.input, partition, to, shared.kafka_timeout) {
-        tracing::warn!(partition, error = %e, "seek after abort failed");
+    if let Err(e) = consumer.seek(task.topic(shared), task.partition, to, shared.kafka_timeout) {
+        tracing::warn!(partition = %task, error = %e, "seek after abort failed");
     }
 }
 
-/// The committed offset of `partition`, if the group has one.
-fn committed_offset(
-    shared: &Shared,
-    consumer: &BaseConsumer<GroupContext>,
-    partition: i32,
-) -> KafkaResult<Option<i64>> {
+/// The committed offset of the task's partition, if the group has one.
+fn committed_offset(shared: &Shared, consumer: &BaseConsumer<GroupContext>, task: TaskId) -> KafkaResult<Option<i64>> {
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(&shared.cfg.topics.input, partition);
+    tpl.add_partition(task.topic(shared), task.partition);
     let committed = consumer.committed_offsets(tpl, shared.kafka_timeout)?;
-    Ok(committed.find_partition(&shared.cfg.topics.input, partition).and_then(|e| match e.offset() {
+    Ok(committed.find_partition(task.topic(shared), task.partition).and_then(|e| match e.offset() {
         Offset::Offset(o) => Some(o),
         _ => None,
     }))
@@ -244,6 +279,7 @@ fn prepare(
     consumer: &BaseConsumer<GroupContext>,
     task: &mut PartitionTask,
     first: i64,
+    now_ms: i64,
 ) -> Result<Prepared, TaskError> {
     shared.health.restoring.fetch_add(1, Ordering::Relaxed);
     let result = (|| {
@@ -254,14 +290,18 @@ fn prepare(
             return Ok(Prepared::Skip);
         }
         task.ensure_producer(shared)?;
-        let resume = committed_offset(shared, consumer, task.partition)?.unwrap_or(first);
-        let (engine, _) = restore::restore(shared, task.partition, resume)?;
+        let id = task.id();
+        let resume = committed_offset(shared, consumer, id)?.unwrap_or(first);
+        let (mut engine, _) = restore::restore(shared, id, resume)?;
+        if let TaskEngine::Input(e) = &mut engine {
+            e.set_clock(now_ms);
+        }
         task.engine = Some(engine);
         task.committed = Some(resume);
         task.next_offset = Some(resume);
         task.resume_at = Some(resume);
         if resume < first {
-            consumer.seek(&shared.cfg.topics.input, task.partition, Offset::Offset(resume), shared.kafka_timeout)?;
+            consumer.seek(id.topic(shared), id.partition, Offset::Offset(resume), shared.kafka_timeout)?;
             return Ok(Prepared::Skip);
         }
         Ok(if first < resume { Prepared::Skip } else { Prepared::Process })
@@ -271,17 +311,18 @@ fn prepare(
 }
 
 fn handle(shared: &Shared, consumer: &BaseConsumer<GroupContext>, tasks: &mut Tasks, m: &BorrowedMessage<'_>) {
-    let partition = m.partition();
-    let Some(task) = tasks.map.get_mut(&partition) else { return };
+    let Some(id) = TaskId::of(shared, m.topic(), m.partition()) else { return };
+    let now = tasks.now_ms;
+    let Some(task) = tasks.map.get_mut(&id) else { return };
     if task.engine.is_none() {
-        match prepare(shared, consumer, task, m.offset()) {
+        match prepare(shared, consumer, task, m.offset(), now) {
             Ok(Prepared::Process) => {}
             Ok(Prepared::Skip) => return,
             Err(e) => {
                 shared.metrics.kafka_errors.with_label_values(&[e.kind()]).inc();
-                tracing::warn!(partition, error = %e, "restore failed; retrying");
+                tracing::warn!(partition = %id, error = %e, "restore failed; retrying");
                 task.engine = None;
-                rewind(shared, consumer, partition, Some(m.offset()));
+                rewind(shared, consumer, id, Some(m.offset()));
                 std::thread::sleep(RETRY_BACKOFF);
                 return;
             }
@@ -296,17 +337,52 @@ fn handle(shared: &Shared, consumer: &BaseConsumer<GroupContext>, tasks: &mut Ta
         payload: m.payload().unwrap_or_default(),
         timestamp_ms: m.timestamp().to_millis(),
     };
-    if let Err(e) = task.process(shared, tasks.alo.as_ref(), &input) {
+    if let Err(e) = task.process(shared, tasks.alo.as_ref(), &input, now) {
         shared.metrics.kafka_errors.with_label_values(&[kafka::error_kind(&e)]).inc();
-        tracing::warn!(partition, error = %e, "producing outputs failed; redoing the batch");
+        tracing::warn!(partition = %id, error = %e, "producing outputs failed; redoing the batch");
         task.abort(shared);
         let committed = task.committed;
-        rewind(shared, consumer, partition, committed);
+        rewind(shared, consumer, id, committed);
     }
 }
 
-/// Creates the group consumer with its context.
-pub(crate) fn consumer(shared: Arc<Shared>) -> KafkaResult<BaseConsumer<GroupContext>> {
+/// Housekeeping of stage-1 tasks: the clock guard's clock, and idle partitions moved on (restoring a partition
+/// that never had a record first, so an empty partition does not hold the merge stage back).
+fn tend_inputs(shared: &Shared, consumer: &BaseConsumer<GroupContext>, tasks: &mut Tasks) {
+    let now = now_ms();
+    tasks.now_ms = now;
+    let idle_on = shared.pipeline.idle_timeout_ms() > 0;
+    let Tasks { map, alo, .. } = tasks;
+    for (id, task) in map.iter_mut().filter(|(id, _)| id.stage == Stage::Input) {
+        if let Some(TaskEngine::Input(e)) = &mut task.engine {
+            e.set_clock(now);
+        }
+        let idle = shared.pipeline.idle_timeout_ms();
+        if !idle_on || task.idle.watermark(now, idle, shared.pipeline.out_of_orderness_ms()).is_none() {
+            continue;
+        }
+        if task.engine.is_none() {
+            let Some(end) = task.fetch.end.filter(|_| task.fetch.caught_up) else { continue };
+            if let Err(e) = prepare(shared, consumer, task, end, now) {
+                shared.metrics.kafka_errors.with_label_values(&[e.kind()]).inc();
+                tracing::warn!(partition = %id, error = %e, "restoring an idle partition failed; retried later");
+                continue;
+            }
+        }
+        if let Err(e) = task.advance_idle(shared, alo.as_ref(), now) {
+            shared.metrics.kafka_errors.with_label_values(&[kafka::error_kind(&e)]).inc();
+            tracing::warn!(partition = %id, error = %e, "moving an idle partition on failed; redoing the batch");
+            task.abort(shared);
+            let committed = task.committed;
+            rewind(shared, consumer, *id, committed);
+        }
+    }
+}
+
+/// Creates a group consumer with its context: the input's (`stage` Input, the pipeline's group) or the
+/// repartition topic's (`stage` Merge, a group of its own, so each stage's partitions spread evenly over the
+/// workers — one group over both topics balances their sum, and a worker could get merge tasks only).
+pub(crate) fn consumer(shared: Arc<Shared>, stage: Stage) -> KafkaResult<BaseConsumer<GroupContext>> {
     let alo = match shared.cfg.delivery {
         Delivery::AtLeastOnce => Some(
             kafka::producer(&shared.cfg, None)
@@ -314,33 +390,66 @@ pub(crate) fn consumer(shared: Arc<Shared>) -> KafkaResult<BaseConsumer<GroupCon
         ),
         Delivery::ExactlyOnce => None,
     };
-    let ctx = GroupContext { shared: shared.clone(), tasks: Mutex::new(Tasks { map: BTreeMap::new(), alo }) };
-    kafka::group_consumer(&shared.cfg).create_with_context(ctx)
+    let ctx = GroupContext {
+        shared: shared.clone(),
+        stage,
+        tasks: Mutex::new(Tasks { map: BTreeMap::new(), alo, now_ms: now_ms() }),
+    };
+    let group = match stage {
+        Stage::Input => shared.cfg.group_id.clone(),
+        Stage::Merge => shared.cfg.merge_group_id(),
+    };
+    kafka::group_consumer(&shared.cfg, &group).create_with_context(ctx)
 }
 
-/// Runs until `shared.health.stopping` is set, then commits and leaves the group.
-pub(crate) fn run(shared: &Shared, consumer: BaseConsumer<GroupContext>) -> Result<(), RunError> {
-    consumer.subscribe(&[&shared.cfg.topics.input])?;
+/// Records taken from the merge stage's consumer per round, so a backlog there drains while the input is busy.
+const MERGE_DRAIN: usize = 256;
+
+/// Runs until `shared.health.stopping` is set, then commits and leaves the group(s). `merge`: the consumer of the
+/// repartition topic, polled on the same thread (the stages share nothing but the thread).
+pub(crate) fn run(
+    shared: &Shared,
+    input: BaseConsumer<GroupContext>,
+    merge: Option<BaseConsumer<GroupContext>>,
+) -> Result<(), RunError> {
+    input.subscribe(&[&shared.cfg.topics.input])?;
+    if let Some(m) = &merge {
+        m.subscribe(&[&shared.cfg.topics.repartition])?;
+    }
+    let consumers: Vec<&BaseConsumer<GroupContext>> = std::iter::once(&input).chain(merge.as_ref()).collect();
     let mut last_commit = Instant::now();
     let mut last_error_log = Instant::now() - Duration::from_secs(60);
-    let ctx = consumer.context();
+    let ctx = input.context();
     // Clock reads were a tenth of the worker's CPU when taken per record: the heartbeat and the commit timer are
     // checked once per `HOUSEKEEPING_EVERY` records, and whenever the input is idle.
     const HOUSEKEEPING_EVERY: u32 = 256;
     let mut records = 0u32;
+    let mut log_error = |e: KafkaError| {
+        shared.metrics.kafka_errors.with_label_values(&[kafka::error_kind(&e)]).inc();
+        // Broker outages repeat this every poll; one line per 10 s is enough.
+        if last_error_log.elapsed() > Duration::from_secs(10) {
+            tracing::warn!(error = %e, "consume error");
+            last_error_log = Instant::now();
+        }
+    };
     while !shared.health.stopping.load(Ordering::Relaxed) {
-        let polled = consumer.poll(Duration::from_millis(50));
-        let got_record = matches!(polled, Some(Ok(_)));
-        match polled {
-            Some(Ok(m)) => handle(shared, &consumer, &mut ctx.lock(), &m),
-            Some(Err(e)) => {
-                shared.metrics.kafka_errors.with_label_values(&[kafka::error_kind(&e)]).inc();
-                // Broker outages repeat this every poll; one line per 10 s is enough.
-                if last_error_log.elapsed() > Duration::from_secs(10) {
-                    tracing::warn!(error = %e, "consume error");
-                    last_error_log = Instant::now();
+        let mut merged = 0;
+        if let Some(m) = &merge {
+            while merged < MERGE_DRAIN {
+                match m.poll(Duration::ZERO) {
+                    Some(Ok(msg)) => handle(shared, m, &mut m.context().lock(), &msg),
+                    Some(Err(e)) => log_error(e),
+                    None => break,
                 }
+                merged += 1;
             }
+        }
+        let wait = if merged > 0 { Duration::ZERO } else { Duration::from_millis(50) };
+        let polled = input.poll(wait);
+        let got_record = matches!(polled, Some(Ok(_))) || merged > 0;
+        match polled {
+            Some(Ok(m)) => handle(shared, &input, &mut ctx.lock(), &m),
+            Some(Err(e)) => log_error(e),
             None => {}
         }
         records += u32::from(got_record);
@@ -349,24 +458,34 @@ pub(crate) fn run(shared: &Shared, consumer: BaseConsumer<GroupContext>) -> Resu
         }
         records = 0;
         shared.health.beat();
-        let mut tasks = ctx.lock();
-        let pending: u64 = tasks.map.values().map(|t| t.pending).sum();
+        tend_inputs(shared, &input, &mut ctx.lock());
+        let pending: u64 =
+            consumers.iter().map(|c| c.context().lock().map.values().map(|t| t.pending).sum::<u64>()).sum();
         if last_commit.elapsed() >= shared.cfg.commit_interval || pending >= shared.cfg.max_batch {
-            commit_partitions(shared, &consumer, &mut tasks, None)?;
-            if let Some(p) = &tasks.alo {
-                p.poll(Duration::ZERO);
+            for c in &consumers {
+                let mut tasks = c.context().lock();
+                commit_partitions(shared, c, &mut tasks, None)?;
+                if let Some(p) = &tasks.alo {
+                    p.poll(Duration::ZERO);
+                }
             }
             last_commit = Instant::now();
         }
     }
     tracing::info!("shutting down: committing and leaving the group");
-    commit_partitions(shared, &consumer, &mut ctx.lock(), None)?;
-    consumer.unsubscribe();
-    // Serve the revoke that unsubscribing causes, then close.
-    let until = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < until && consumer.assignment().map(|a| a.count() > 0).unwrap_or(false) {
-        let _ = consumer.poll(Duration::from_millis(50));
+    for c in &consumers {
+        commit_partitions(shared, c, &mut c.context().lock(), None)?;
+        c.unsubscribe();
     }
-    drop(consumer);
+    // Serve the revokes that unsubscribing causes, then close.
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until && consumers.iter().any(|c| c.assignment().map(|a| a.count() > 0).unwrap_or(false)) {
+        for c in &consumers {
+            let _ = c.poll(Duration::from_millis(25));
+        }
+    }
+    drop(consumers);
+    drop(merge);
+    drop(input);
     Ok(())
 }

@@ -23,8 +23,8 @@ fn with_user(mut c: ClientConfig, cfg: &RuntimeConfig) -> ClientConfig {
     c
 }
 
-/// The group consumer of the input topic.
-pub(crate) fn group_consumer(cfg: &RuntimeConfig) -> ClientConfig {
+/// A group consumer (of the input topic, or of the repartition topic in a group of its own).
+pub(crate) fn group_consumer(cfg: &RuntimeConfig, group_id: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.bootstrap_servers)
         .set("client.id", format!("sensorpipe-{}", cfg.name))
@@ -34,7 +34,7 @@ pub(crate) fn group_consumer(cfg: &RuntimeConfig) -> ClientConfig {
         .set("fetch.queue.backoff.ms", "1")
         .set("queued.max.messages.kbytes", "65536");
     let mut c = with_user(c, cfg);
-    c.set("group.id", &cfg.group_id)
+    c.set("group.id", group_id)
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

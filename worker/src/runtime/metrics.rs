@@ -31,6 +31,10 @@ pub struct Metrics {
     pub open_windows: IntGaugeVec,
     pub buffered_readings: IntGaugeVec,
     pub sensors: IntGaugeVec,
+    pub group_values: IntGaugeVec,
+    pub idle_advances: IntCounter,
+    pub merge_partials: IntCounterVec,
+    pub merge_open_windows: IntGaugeVec,
     pub active_anomalies: IntGaugeVec,
     pub assigned_partitions: IntGauge,
     pub rebalances: IntCounterVec,
@@ -133,6 +137,29 @@ impl Metrics {
                 &["partition"],
             )?,
             sensors: IntGaugeVec::new(opts("sensors", "Sensors known to the engine state."), &["partition"])?,
+            group_values: IntGaugeVec::new(
+                opts("group_values", "Zone and label values known to the engine state."),
+                &["partition"],
+            )?,
+            idle_advances: IntCounter::with_opts(opts(
+                "idle_advances_total",
+                "Watermark moves of idle input partitions (no records for eventTime.idleTimeout).",
+            ))?,
+            merge_partials: IntCounterVec::new(
+                opts(
+                    "merge_partials_total",
+                    "Partial zone/label windows received by the merge stage, by result (added, replaced, too_late, \
+                     unknown_aggregation).",
+                ),
+                &["result"],
+            )?,
+            merge_open_windows: IntGaugeVec::new(
+                opts(
+                    "merge_open_windows",
+                    "Zone/label windows the merge stage holds, waiting for a partition's frontier.",
+                ),
+                &["partition"],
+            )?,
             active_anomalies: IntGaugeVec::new(
                 opts(
                     "active_anomalies",
@@ -214,6 +241,10 @@ impl Metrics {
         r.register(Box::new(self.open_windows.clone()))?;
         r.register(Box::new(self.buffered_readings.clone()))?;
         r.register(Box::new(self.sensors.clone()))?;
+        r.register(Box::new(self.group_values.clone()))?;
+        r.register(Box::new(self.idle_advances.clone()))?;
+        r.register(Box::new(self.merge_partials.clone()))?;
+        r.register(Box::new(self.merge_open_windows.clone()))?;
         r.register(Box::new(self.active_anomalies.clone()))?;
         r.register(Box::new(self.assigned_partitions.clone()))?;
         r.register(Box::new(self.rebalances.clone()))?;
@@ -241,6 +272,9 @@ impl Metrics {
         for reason in ["within_allowed_lateness", "beyond_allowed_lateness"] {
             self.late_records.with_label_values(&[reason]);
         }
+        for result in ["added", "replaced", "too_late", "unknown_aggregation"] {
+            self.merge_partials.with_label_values(&[result]);
+        }
         for kind in ["assign", "revoke", "lost"] {
             self.rebalances.with_label_values(&[kind]);
         }
@@ -263,7 +297,7 @@ impl Metrics {
         for outcome in ["reading", "dead_letter"] {
             self.records_consumed.with_label_values(&[&topics.input, outcome]);
         }
-        for topic in [&topics.anomalies, &topics.aggregates, &topics.dead_letter, &topics.state] {
+        for topic in [&topics.anomalies, &topics.aggregates, &topics.dead_letter, &topics.state, &topics.repartition] {
             for outcome in ["delivered", "failed"] {
                 self.records_produced.with_label_values(&[topic, outcome]);
             }
@@ -311,6 +345,14 @@ impl Metrics {
         true
     }
 
+    /// Drops the series of a repartition partition this worker no longer merges.
+    pub fn forget_merge_partition(&self, topic: &str, partition: i32) {
+        let p = partition.to_string();
+        let _ = self.lag_records.remove_label_values(&[topic, &p]);
+        let _ = self.lag_seconds.remove_label_values(&[topic, &p]);
+        let _ = self.merge_open_windows.remove_label_values(&[&p]);
+    }
+
     /// Drops the per-partition series of a partition this worker no longer owns.
     pub fn forget_partition(&self, topic: &str, partition: i32) {
         let p = partition.to_string();
@@ -320,6 +362,7 @@ impl Metrics {
         let _ = self.open_windows.remove_label_values(&[&p]);
         let _ = self.buffered_readings.remove_label_values(&[&p]);
         let _ = self.sensors.remove_label_values(&[&p]);
+        let _ = self.group_values.remove_label_values(&[&p]);
         use prometheus::core::Collector;
         let rules: Vec<String> = self
             .active_anomalies

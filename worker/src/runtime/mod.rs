@@ -3,7 +3,8 @@
 //!
 //! - [`config`]: flags, environment and manifest → [`RuntimeConfig`].
 //! - `group`: the consumer loop and rebalance handling; `partition`: one partition's engine and transactions.
-//! - `restore`: snapshot lookup and replay; `kafka`: client settings; `bounded`: transactional calls with a
+//! - `repartition`: the topic between the two stages of zone and label windows; `restore`: snapshot lookup and
+//!   replay; `kafka`: client settings; `bounded`: transactional calls with a
 //!   deadline of their own; [`metrics`], `http`.
 //! - [`produce`]: writing simulated readings to a topic at a rate.
 
@@ -15,6 +16,7 @@ mod kafka;
 pub mod metrics;
 mod partition;
 pub mod produce;
+mod repartition;
 mod restore;
 
 use std::sync::Arc;
@@ -70,6 +72,12 @@ pub(crate) struct Shared {
     /// Limit of one blocking Kafka call (transaction commit, offset fetch, metadata).
     pub kafka_timeout: Duration,
     pub state_partitions: i32,
+    /// Some aggregation groups by zone or label: stage 1 emits partials to the repartition topic and this
+    /// worker also runs stage-2 tasks for the repartition partitions it is given.
+    pub merge: bool,
+    pub input_partitions: i32,
+    /// 0 without a merge stage.
+    pub repartition_partitions: i32,
 }
 
 fn init_logging(json: bool) {
@@ -157,10 +165,23 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     });
 
     let state_partitions = partitions_of(&cfg, &cfg.topics.state, TOPIC_WAIT)?;
-    partitions_of(&cfg, &cfg.topics.input, TOPIC_WAIT)?;
-    let shared = Arc::new(Shared { cfg, pipeline, metrics, health, kafka_timeout, state_partitions });
-    let consumer = group::consumer(shared.clone())?;
-    let result = group::run(&shared, consumer);
+    let input_partitions = partitions_of(&cfg, &cfg.topics.input, TOPIC_WAIT)?;
+    let merge = pipeline.has_merge_stage();
+    let repartition_partitions = if merge { partitions_of(&cfg, &cfg.topics.repartition, TOPIC_WAIT)? } else { 0 };
+    let shared = Arc::new(Shared {
+        cfg,
+        pipeline,
+        metrics,
+        health,
+        kafka_timeout,
+        state_partitions,
+        merge,
+        input_partitions,
+        repartition_partitions,
+    });
+    let consumer = group::consumer(shared.clone(), partition::Stage::Input)?;
+    let merge = if shared.merge { Some(group::consumer(shared.clone(), partition::Stage::Merge)?) } else { None };
+    let result = group::run(&shared, consumer, merge);
     let _ = stop_http.send(());
     let _ = runtime.block_on(server);
     result.map_err(Into::into)

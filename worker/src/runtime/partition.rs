@@ -1,11 +1,13 @@
-//! One input partition: its engine, its transactional producer (exactly-once) and where it stands in the log.
+//! One task: an input partition (stage 1: the engine) or a repartition partition (stage 2: the merge of zone and
+//! label windows), with its transactional producer (exactly-once) and where it stands in its topic's log.
 //!
 //! Outputs of a record are produced as soon as the engine emits them; they become visible when the batch commits
-//! (exactly-once: one transaction with the input offset and, now and then, a state snapshot; at-least-once: the
-//! offset is committed after the outputs were acknowledged).
+//! (exactly-once: one transaction with the consumed offset, the frontier for the merge stage when it moved past a
+//! window end, and now and then a state snapshot; at-least-once: the offset is committed after the outputs were
+//! acknowledged).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
@@ -13,11 +15,13 @@ use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::{Producer, PurgeConfig};
 
-use super::Shared;
 use super::bounded::{self, Stuck};
 use super::kafka::{self, OutputProducer};
-use crate::engine::{Outputs, PartitionEngine};
+use super::repartition::{self, Applied};
+use super::{Shared, now_ms};
+use crate::engine::{Idleness, MergeEngine, Outputs, PartialWindow, PartitionEngine, SourceProgress};
 use crate::reason::Reason;
+use crate::records::DeadLetter;
 
 /// Header names on dead letters and snapshots.
 pub const REASON_HEADER: &str = "sensorpipe.reason";
@@ -39,10 +43,108 @@ pub(crate) struct Input<'a> {
     pub timestamp_ms: Option<i64>,
 }
 
+/// Which stage a task runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Stage {
+    /// An input partition: the engine.
+    Input,
+    /// A repartition partition: the merge of zone and label windows.
+    Merge,
+}
+
+/// A task: a stage and a partition of that stage's topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct TaskId {
+    pub stage: Stage,
+    pub partition: i32,
+}
+
+impl TaskId {
+    /// The task of a partition of `topic`, if it is one of ours.
+    pub(crate) fn of(shared: &Shared, topic: &str, partition: i32) -> Option<Self> {
+        let topics = &shared.cfg.topics;
+        if topic == topics.input {
+            Some(Self { stage: Stage::Input, partition })
+        } else if shared.merge && topic == topics.repartition {
+            Some(Self { stage: Stage::Merge, partition })
+        } else {
+            None
+        }
+    }
+
+    /// The topic the task consumes.
+    pub(crate) fn topic(self, shared: &Shared) -> &str {
+        match self.stage {
+            Stage::Input => &shared.cfg.topics.input,
+            Stage::Merge => &shared.cfg.topics.repartition,
+        }
+    }
+
+    pub(crate) fn transactional_id(self, shared: &Shared) -> String {
+        match self.stage {
+            Stage::Input => format!("{}-{}", shared.cfg.transactional_id_prefix, self.partition),
+            Stage::Merge => format!("{}-r{}", shared.cfg.transactional_id_prefix, self.partition),
+        }
+    }
+
+    /// Key prefix of the task's snapshot chunks in the state topic.
+    pub(crate) fn snapshot_prefix(self) -> String {
+        match self.stage {
+            Stage::Input => format!("p{}/", self.partition),
+            Stage::Merge => format!("r{}/", self.partition),
+        }
+    }
+}
+
+impl std::fmt::Display for TaskId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.stage {
+            Stage::Input => write!(f, "{}", self.partition),
+            Stage::Merge => write!(f, "r{}", self.partition),
+        }
+    }
+}
+
+/// The state of a task.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per task, so size does not matter; a Box would cost a hop per record
+pub(crate) enum TaskEngine {
+    Input(PartitionEngine),
+    Merge(MergeEngine),
+}
+
+impl TaskEngine {
+    fn snapshot(&self) -> Vec<u8> {
+        match self {
+            TaskEngine::Input(e) => e.snapshot(),
+            TaskEngine::Merge(m) => m.snapshot(),
+        }
+    }
+}
+
+/// Stage 1: how far the input partition's consumer is, from librdkafka's statistics, to tell an idle partition
+/// from one the worker cannot fetch.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FetchState {
+    /// Fetching from a reachable leader, nothing queued, and the fetch position at the partition's end.
+    pub caught_up: bool,
+    /// The partition's end (the last stable offset: the consumer reads committed records).
+    pub end: Option<i64>,
+    pub at: Option<Instant>,
+}
+
+impl FetchState {
+    /// Caught up, according to statistics at most 3 intervals old.
+    fn fresh_caught_up(&self) -> bool {
+        self.caught_up && self.at.is_some_and(|t| t.elapsed() < Duration::from_secs(3))
+    }
+}
+
 pub(crate) struct PartitionTask {
     pub partition: i32,
+    pub stage: Stage,
     /// `None` until the state is restored (first record after assignment, or after an aborted batch).
-    pub engine: Option<PartitionEngine>,
+    pub engine: Option<TaskEngine>,
     /// Exactly-once: this partition's transactional producer, created on first use (which fences older owners).
     /// Shared with the helper thread of a transactional call (`bounded`), which may outlive a producer given up.
     pub producer: Option<Arc<OutputProducer>>,
@@ -64,13 +166,18 @@ pub(crate) struct PartitionTask {
     last_snapshot: Option<Instant>,
     pub last_timestamp_ms: Option<i64>,
     pub high_watermark: Option<i64>,
+    /// Stage 1: processing-time idleness of the input partition.
+    pub idle: Idleness,
+    pub fetch: FetchState,
+    /// Stage 1: the frontier last committed to the merge stage, and the one in the open transaction.
+    published: Option<i64>,
+    publishing: Option<i64>,
+    /// The open transaction moved an idle partition's watermark: it must carry a snapshot, since a restore
+    /// replays records only and would not redo the move.
+    force_snapshot: bool,
     out: Outputs,
     value: Vec<u8>,
     consumed: [u64; 2],
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
 
 /// The steps of a commit already done for the open transaction.
@@ -78,6 +185,8 @@ fn now_ms() -> i64 {
 struct CommitProgress {
     /// A snapshot is in the transaction.
     snapshot: bool,
+    /// The frontier for the merge stage is in the transaction (if it had moved past a window end).
+    progress: bool,
     /// The input offset is in the transaction.
     offsets: bool,
     /// `commit_transaction` was called.
@@ -122,9 +231,10 @@ impl TaskError {
 }
 
 impl PartitionTask {
-    pub(crate) fn new(partition: i32) -> Self {
+    pub(crate) fn new(id: TaskId) -> Self {
         Self {
-            partition,
+            partition: id.partition,
+            stage: id.stage,
             engine: None,
             producer: None,
             in_txn: false,
@@ -136,14 +246,19 @@ impl PartitionTask {
             last_snapshot: None,
             last_timestamp_ms: None,
             high_watermark: None,
+            idle: Idleness::default(),
+            fetch: FetchState::default(),
+            published: None,
+            publishing: None,
+            force_snapshot: false,
             out: Outputs::default(),
             value: Vec::with_capacity(512),
             consumed: [0; 2],
         }
     }
 
-    pub(crate) fn transactional_id(shared: &Shared, partition: i32) -> String {
-        format!("{}-{}", shared.cfg.transactional_id_prefix, partition)
+    pub(crate) fn id(&self) -> TaskId {
+        TaskId { stage: self.stage, partition: self.partition }
     }
 
     /// Exactly-once: creates this partition's transactional producer and runs `init_transactions`, which aborts
@@ -152,7 +267,7 @@ impl PartitionTask {
         if self.producer.is_some() || shared.cfg.delivery != super::Delivery::ExactlyOnce {
             return Ok(());
         }
-        let id = Self::transactional_id(shared, self.partition);
+        let id = self.id().transactional_id(shared);
         let producer: Arc<OutputProducer> = Arc::new(
             kafka::producer(&shared.cfg, Some(&id))
                 .create_with_context(kafka::DeliveryContext { metrics: shared.metrics.clone() })?,
@@ -170,32 +285,57 @@ impl PartitionTask {
         self.producer = None;
     }
 
-    /// Processes one record: engine, then outputs to the producer (`alo` is the shared at-least-once producer).
+    /// Begins the transaction (exactly-once) if none is open.
+    fn begin(&mut self) -> KafkaResult<()> {
+        if let Some(p) = &self.producer
+            && !self.in_txn
+        {
+            p.begin_transaction()?;
+            self.in_txn = true;
+        }
+        Ok(())
+    }
+
+    /// Processes one record: engine or merge stage, then outputs to the producer (`alo`: the shared
+    /// at-least-once producer). `now_ms`: the loop's clock.
     pub(crate) fn process(
         &mut self,
         shared: &Shared,
         alo: Option<&OutputProducer>,
         record: &Input<'_>,
+        now_ms: i64,
     ) -> KafkaResult<()> {
-        let Some(engine) = self.engine.as_mut() else { return Ok(()) };
-        let producer = match (&self.producer, alo) {
-            (Some(p), _) => p,
-            (None, Some(p)) => p,
-            (None, None) => return Ok(()),
-        };
-        if self.producer.is_some() && !self.in_txn {
-            producer.begin_transaction()?;
-            self.in_txn = true;
+        let own = self.producer.clone();
+        let Some(producer) = own.as_deref().or(alo) else { return Ok(()) };
+        if self.engine.is_none() {
+            return Ok(());
         }
-        let late_before = engine_late(engine);
-        engine.process(record.payload, &mut self.out);
-        let late_for_rules = engine_late(engine) - late_before;
-        if late_for_rules > 0 {
-            shared.metrics.late_records.with_label_values(&["within_allowed_lateness"]).inc_by(late_for_rules);
+        self.begin()?;
+        let id = self.id();
+        let out = &mut self.out;
+        match self.engine.as_mut() {
+            Some(TaskEngine::Input(engine)) => {
+                let late_before = engine.late_for_rules();
+                engine.process(record.payload, out);
+                let late_for_rules = engine.late_for_rules() - late_before;
+                if late_for_rules > 0 {
+                    shared.metrics.late_records.with_label_values(&["within_allowed_lateness"]).inc_by(late_for_rules);
+                }
+                self.idle.on_record(now_ms, engine.watermark());
+            }
+            Some(TaskEngine::Merge(merge)) => match repartition::apply(merge, record.payload, &mut out.aggregates) {
+                Applied::Partial(result) => shared.metrics.merge_partials.with_label_values(&[result.as_str()]).inc(),
+                Applied::Progress => {}
+                Applied::Invalid(detail) => {
+                    out.dead_letters.push(DeadLetter::new(Reason::MalformedJson, detail, record.payload))
+                }
+            },
+            None => {}
         }
-        self.consumed[usize::from(!self.out.dead_letters.is_empty())] += 1;
-        emit(shared, producer, &mut self.value, &self.out, record, self.partition)?;
-        self.out.clear();
+        self.consumed[usize::from(!out.dead_letters.is_empty())] += 1;
+        let result = emit(shared, producer, &mut self.value, out, Some(record), id);
+        out.clear();
+        result?;
         self.next_offset = Some(record.offset + 1);
         self.last_timestamp_ms = record.timestamp_ms.or(self.last_timestamp_ms);
         self.pending += 1;
@@ -204,14 +344,74 @@ impl PartitionTask {
 
     /// Publishes counters gathered per record, once per batch.
     pub(crate) fn flush_counters(&mut self, shared: &Shared) {
-        let topic = &shared.cfg.topics.input;
+        let id = self.id();
+        let topic = id.topic(shared);
         let [ok, dead] = std::mem::take(&mut self.consumed);
         shared.metrics.records_consumed.with_label_values(&[topic, "reading"]).inc_by(ok);
         shared.metrics.records_consumed.with_label_values(&[topic, "dead_letter"]).inc_by(dead);
     }
 
     fn snapshot_due(&self, shared: &Shared) -> bool {
-        self.last_snapshot.is_none_or(|t| t.elapsed() >= shared.cfg.snapshot_interval)
+        self.force_snapshot || self.last_snapshot.is_none_or(|t| t.elapsed() >= shared.cfg.snapshot_interval)
+    }
+
+    /// Stage 1: moves an idle partition's watermark on with the clock (see `engine::Idleness`), when that changes
+    /// something — a reading released, a silence due, a window closed, or a frontier the merge stage waits for —
+    /// not on every tick, since each move is committed with a snapshot. Returns whether it moved.
+    pub(crate) fn advance_idle(
+        &mut self,
+        shared: &Shared,
+        alo: Option<&OutputProducer>,
+        now_ms: i64,
+    ) -> KafkaResult<bool> {
+        let pipeline = &shared.pipeline;
+        if !self.fetch.fresh_caught_up() || self.pending > 0 {
+            return Ok(false);
+        }
+        let Some(TaskEngine::Input(engine)) = &self.engine else { return Ok(false) };
+        let Some(w) = self.idle.watermark(now_ms, pipeline.idle_timeout_ms(), pipeline.out_of_orderness_ms()) else {
+            return Ok(false);
+        };
+        let frontier = w.saturating_sub(engine.lateness_ms());
+        let due = engine.next_due().is_some_and(|d| w >= d)
+            || (shared.merge && pipeline.merge_window_ends_in(self.published.max(engine.frontier()), frontier));
+        if !due || engine.watermark().is_some_and(|current| current >= w) {
+            return Ok(false);
+        }
+        let own = self.producer.clone();
+        let Some(producer) = own.as_deref().or(alo) else { return Ok(false) };
+        self.begin()?;
+        let Some(TaskEngine::Input(engine)) = &mut self.engine else { return Ok(false) };
+        engine.advance_watermark(w, &mut self.out);
+        let id = self.id();
+        let result = emit(shared, producer, &mut self.value, &self.out, None, id);
+        self.out.clear();
+        result?;
+        shared.metrics.idle_advances.inc();
+        self.force_snapshot = true;
+        // Counts as work in the batch, so the batch commits (with the snapshot, and the frontier if it moved).
+        self.pending += 1;
+        Ok(true)
+    }
+
+    /// Stage 1: the partition's frontier to every repartition partition, when it passed a zone or label window
+    /// end since the last one committed. Produced after the batch's partials, in the same transaction.
+    fn produce_progress(&mut self, shared: &Shared, producer: &OutputProducer) -> KafkaResult<()> {
+        let Some(TaskEngine::Input(engine)) = &self.engine else { return Ok(()) };
+        let Some(frontier) = engine.frontier().filter(|_| shared.merge) else { return Ok(()) };
+        if !shared.pipeline.merge_window_ends_in(self.published, frontier) {
+            return Ok(());
+        }
+        let progress = SourceProgress { source: self.partition, sources: shared.input_partitions, frontier };
+        self.value.clear();
+        serde_json::to_writer(&mut self.value, &repartition::Outgoing::Progress(&progress))
+            .map_err(|e| KafkaError::MessageProduction(json_error(&e)))?;
+        let key = format!("progress/{}", self.partition);
+        for p in 0..shared.repartition_partitions {
+            kafka::send(producer, &shared.cfg.topics.repartition, Some(p), Some(key.as_bytes()), &self.value, None)?;
+        }
+        self.publishing = Some(frontier);
+        Ok(())
     }
 
     /// Produces the engine state, in chunks, keyed by input partition, tagged with the offset it covers.
@@ -221,7 +421,7 @@ impl PartitionTask {
         let chunks: Vec<&[u8]> = bytes.chunks(SNAPSHOT_CHUNK).collect();
         let offset_text = offset.to_string();
         for (i, chunk) in chunks.iter().enumerate() {
-            let key = format!("p{}/c{i}", self.partition);
+            let key = format!("{}c{i}", self.id().snapshot_prefix());
             let chunk_text = format!("{i}/{}", chunks.len());
             let h = kafka::headers(&[
                 (SNAPSHOT_OFFSET_HEADER, offset_text.as_bytes()),
@@ -271,6 +471,10 @@ impl PartitionTask {
         };
         let started = Instant::now();
         if !self.commit_progress.committing {
+            if !self.commit_progress.progress {
+                self.produce_progress(shared, producer).map_err(CommitError::Aborted)?;
+                self.commit_progress.progress = true;
+            }
             if !self.commit_progress.snapshot && self.snapshot_due(shared) {
                 self.produce_snapshot(shared, producer).map_err(CommitError::Aborted)?;
                 self.commit_progress.snapshot = true;
@@ -278,7 +482,7 @@ impl PartitionTask {
             if !self.commit_progress.offsets {
                 let mut offsets = TopicPartitionList::new();
                 offsets
-                    .add_partition_offset(&shared.cfg.topics.input, self.partition, Offset::Offset(next))
+                    .add_partition_offset(self.id().topic(shared), self.partition, Offset::Offset(next))
                     .map_err(CommitError::Aborted)?;
                 let (group, timeout) = (group.clone(), shared.kafka_timeout);
                 bounded::call(producer, "send_offsets", timeout, move |p| {
@@ -303,7 +507,9 @@ impl PartitionTask {
         self.pending = 0;
         if std::mem::take(&mut self.commit_progress).snapshot {
             self.last_snapshot = Some(Instant::now());
+            self.force_snapshot = false;
         }
+        self.published = self.publishing.take().or(self.published);
         Ok(())
     }
 
@@ -331,22 +537,37 @@ impl PartitionTask {
         self.pending = 0;
         self.next_offset = self.committed;
         self.last_snapshot = None;
+        self.publishing = None;
+        self.force_snapshot = false;
     }
 
     /// At-least-once: a snapshot rides along before the flush that precedes the offset commit.
+    /// At-least-once: the frontier for the merge stage rides along too.
     pub(crate) fn snapshot_at_least_once(&mut self, shared: &Shared, producer: &OutputProducer) -> KafkaResult<()> {
-        if self.pending > 0 && self.snapshot_due(shared) {
-            self.produce_snapshot(shared, producer)?;
-            self.last_snapshot = Some(Instant::now());
+        if self.pending > 0 {
+            self.produce_progress(shared, producer)?;
+            if self.snapshot_due(shared) {
+                self.produce_snapshot(shared, producer)?;
+                self.last_snapshot = Some(Instant::now());
+                self.force_snapshot = false;
+            }
         }
         Ok(())
+    }
+
+    /// At-least-once: the offsets were committed after the outputs were acknowledged.
+    pub(crate) fn committed_at_least_once(&mut self) {
+        self.committed = self.next_offset;
+        self.pending = 0;
+        self.published = self.publishing.take().or(self.published);
     }
 
     /// Updates the per-partition gauges.
     pub(crate) fn observe(&self, shared: &Shared) {
         let m = &shared.metrics;
         let p = self.partition.to_string();
-        let topic = &shared.cfg.topics.input;
+        let id = self.id();
+        let topic = id.topic(shared);
         if let (Some(hw), Some(pos)) = (self.high_watermark, self.next_offset.or(self.committed)) {
             let lag = (hw - pos).max(0);
             m.lag_records.with_label_values(&[topic, &p]).set(lag);
@@ -356,7 +577,10 @@ impl PartitionTask {
             };
             m.lag_seconds.with_label_values(&[topic, &p]).set(seconds);
         }
-        if let Some(engine) = &self.engine {
+        if let Some(TaskEngine::Merge(merge)) = &self.engine {
+            m.merge_open_windows.with_label_values(&[&p]).set(merge.open_windows() as i64);
+        }
+        if let Some(TaskEngine::Input(engine)) = &self.engine {
             if let Some(w) = engine.watermark() {
                 m.watermark_delay.with_label_values(&[&p]).set(((now_ms() - w).max(0) as f64) / 1000.0);
             }
@@ -364,6 +588,7 @@ impl PartitionTask {
             m.open_windows.with_label_values(&[&p]).set(stats.open_windows as i64);
             m.buffered_readings.with_label_values(&[&p]).set(stats.buffered as i64);
             m.sensors.with_label_values(&[&p]).set(stats.sensors as i64);
+            m.group_values.with_label_values(&[&p]).set(stats.groups as i64);
             for (rule, open) in engine.active_anomalies() {
                 m.active_anomalies.with_label_values(&[&p, rule]).set(open as i64);
             }
@@ -389,18 +614,14 @@ fn abort_transaction(producer: &Arc<OutputProducer>, timeout: Duration) -> Resul
     }
 }
 
-fn engine_late(engine: &PartitionEngine) -> u64 {
-    engine.late_for_rules()
-}
-
-/// Produces the outputs of one input record.
+/// Produces the outputs of one input record (`record`), or of an idle partition's watermark move (`None`).
 fn emit(
     shared: &Shared,
     producer: &OutputProducer,
     value: &mut Vec<u8>,
     out: &Outputs,
-    record: &Input<'_>,
-    partition: i32,
+    record: Option<&Input<'_>>,
+    task: TaskId,
 ) -> KafkaResult<()> {
     if out.is_empty() {
         return Ok(());
@@ -408,7 +629,7 @@ fn emit(
     let m = &shared.metrics;
     let topics = &shared.cfg.topics;
     let now = now_ms();
-    let since_ingest = record.timestamp_ms.map(|ts| ((now - ts).max(0) as f64) / 1000.0);
+    let since_ingest = record.and_then(|r| r.timestamp_ms).map(|ts| ((now - ts).max(0) as f64) / 1000.0);
     let since = |event_ms: i64| ((now - event_ms).max(0) as f64) / 1000.0;
     for a in &out.anomalies {
         value.clear();
@@ -427,17 +648,22 @@ fn emit(
         m.event_to_emit.with_label_values(&["aggregate"]).observe(since(a.window_end));
         m.observe_aggregate(a);
     }
-    for d in &out.dead_letters {
-        let source = format!("{}/{}@{}", topics.input, partition, record.offset);
-        let h = kafka::headers(&[
-            (REASON_HEADER, d.reason.as_str().as_bytes()),
-            (DETAIL_HEADER, d.detail.as_bytes()),
-            (SOURCE_HEADER, source.as_bytes()),
-        ]);
-        kafka::send(producer, &topics.dead_letter, None, record.key, record.payload, Some(h))?;
-        m.dead_letters.with_label_values(&[d.reason.as_str()]).inc();
-        if d.reason == Reason::Late {
-            m.late_records.with_label_values(&["beyond_allowed_lateness"]).inc();
+    for p in &out.partials {
+        produce_partial(shared, producer, value, p)?;
+    }
+    if let Some(record) = record {
+        for d in &out.dead_letters {
+            let source = format!("{}/{}@{}", task.topic(shared), task.partition, record.offset);
+            let h = kafka::headers(&[
+                (REASON_HEADER, d.reason.as_str().as_bytes()),
+                (DETAIL_HEADER, d.detail.as_bytes()),
+                (SOURCE_HEADER, source.as_bytes()),
+            ]);
+            kafka::send(producer, &topics.dead_letter, None, record.key, record.payload, Some(h))?;
+            m.dead_letters.with_label_values(&[d.reason.as_str()]).inc();
+            if d.reason == Reason::Late {
+                m.late_records.with_label_values(&["beyond_allowed_lateness"]).inc();
+            }
         }
     }
     if let Some(s) = since_ingest {
@@ -446,6 +672,21 @@ fn emit(
         }
     }
     Ok(())
+}
+
+/// Stage 1: one partial window to the repartition partition of its group.
+fn produce_partial(
+    shared: &Shared,
+    producer: &OutputProducer,
+    value: &mut Vec<u8>,
+    p: &PartialWindow,
+) -> KafkaResult<()> {
+    value.clear();
+    serde_json::to_writer(&mut *value, &repartition::Outgoing::Partial(p))
+        .map_err(|e| KafkaError::MessageProduction(json_error(&e)))?;
+    let partition = repartition::partition_of(&p.aggregation, p.key.as_deref(), shared.repartition_partitions);
+    let key = repartition::partial_key(p);
+    kafka::send(producer, &shared.cfg.topics.repartition, Some(partition), Some(key.as_bytes()), value, None)
 }
 
 fn json_error(_: &serde_json::Error) -> rdkafka::types::RDKafkaErrorCode {

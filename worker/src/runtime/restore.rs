@@ -1,4 +1,5 @@
-//! Rebuilding a partition's engine state after an assignment or an aborted batch.
+//! Rebuilding a task's state after an assignment or an aborted batch: an input partition's engine (stage 1) or
+//! a repartition partition's merge stage (stage 2), the same way.
 //!
 //! The state at input offset `C` (where the consumer resumes) is the newest snapshot taken at an offset `S ≤ C`,
 //! plus the input records `[S, C)` processed again with their outputs discarded — they were committed with the
@@ -18,8 +19,9 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::Shared;
 use super::kafka;
-use super::partition::{SNAPSHOT_CHUNK_HEADER, SNAPSHOT_OFFSET_HEADER};
-use crate::engine::{Outputs, PartitionEngine};
+use super::partition::{SNAPSHOT_CHUNK_HEADER, SNAPSHOT_OFFSET_HEADER, Stage, TaskEngine, TaskId};
+use super::repartition;
+use crate::engine::Outputs;
 
 /// Where a restored state came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,21 +43,42 @@ impl Source {
     }
 }
 
-/// The state of `partition` as of input offset `resume`.
-pub(crate) fn restore(shared: &Shared, partition: i32, resume: i64) -> KafkaResult<(PartitionEngine, Source)> {
+/// A task's empty state.
+fn fresh(shared: &Shared, task: TaskId) -> TaskEngine {
+    match task.stage {
+        Stage::Input => TaskEngine::Input(shared.pipeline.engine()),
+        Stage::Merge => TaskEngine::Merge(shared.pipeline.merge_engine()),
+    }
+}
+
+fn decode(shared: &Shared, task: TaskId, bytes: &[u8]) -> Result<TaskEngine, crate::engine::SnapshotError> {
+    match task.stage {
+        Stage::Input => shared.pipeline.restore(bytes).map(TaskEngine::Input),
+        Stage::Merge => shared.pipeline.restore_merge(bytes).map(TaskEngine::Merge),
+    }
+}
+
+/// The state of `task` as of offset `resume` of its topic.
+pub(crate) fn restore(shared: &Shared, task: TaskId, resume: i64) -> KafkaResult<(TaskEngine, Source)> {
     let started = Instant::now();
-    let (engine, source, from) = match latest_snapshot(shared, partition, resume)? {
-        Some((offset, bytes)) => match shared.pipeline.restore(&bytes) {
+    let partition = task.to_string();
+    let (engine, source, from) = match latest_snapshot(shared, task, resume)? {
+        Some((offset, bytes)) => match decode(shared, task, &bytes) {
             Ok(engine) => (engine, Source::Snapshot, offset),
             Err(e) => {
                 tracing::warn!(partition, error = %e, "snapshot not usable; starting with empty state");
-                (shared.pipeline.engine(), Source::Incompatible, resume)
+                (fresh(shared, task), Source::Incompatible, resume)
             }
         },
-        None => (shared.pipeline.engine(), Source::Empty, resume),
+        None => (fresh(shared, task), Source::Empty, resume),
     };
     let mut engine = engine;
-    let replayed = if from < resume { replay(shared, partition, from, resume, &mut engine)? } else { 0 };
+    if let TaskEngine::Input(e) = &mut engine
+        && shared.merge
+    {
+        e.emit_partials(task.partition);
+    }
+    let replayed = if from < resume { replay(shared, task, from, resume, &mut engine)? } else { 0 };
     let m = &shared.metrics;
     m.restores.with_label_values(&[source.as_str()]).inc();
     m.restore_replayed.inc_by(replayed);
@@ -85,10 +108,10 @@ struct Building {
     next: usize,
 }
 
-/// The newest complete snapshot of `partition` taken at an offset ≤ `resume`.
-fn latest_snapshot(shared: &Shared, partition: i32, resume: i64) -> KafkaResult<Option<(i64, Vec<u8>)>> {
+/// The newest complete snapshot of `task` taken at an offset ≤ `resume`.
+fn latest_snapshot(shared: &Shared, task: TaskId, resume: i64) -> KafkaResult<Option<(i64, Vec<u8>)>> {
     let topic = &shared.cfg.topics.state;
-    let state_partition = partition % shared.state_partitions.max(1);
+    let state_partition = task.partition % shared.state_partitions.max(1);
     let consumer: BaseConsumer = kafka::reader(&shared.cfg, false).create()?;
     // From the low watermark as an explicit offset: assigning `Beginning` costs librdkafka an extra half-second
     // offset lookup per restore (measured: 513 ms to the end of an empty partition, 14 ms this way).
@@ -99,7 +122,7 @@ fn latest_snapshot(shared: &Shared, partition: i32, resume: i64) -> KafkaResult<
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, state_partition, Offset::Offset(low.max(0)))?;
     consumer.assign(&tpl)?;
-    let prefix = format!("p{partition}/");
+    let prefix = task.snapshot_prefix();
     let mut best: Option<(i64, Vec<u8>)> = None;
     let mut building: Option<Building> = None;
     for message in read_until(&consumer, i64::MAX, shared.kafka_timeout) {
@@ -140,11 +163,12 @@ fn latest_snapshot(shared: &Shared, partition: i32, resume: i64) -> KafkaResult<
     Ok(best)
 }
 
-/// Processes the input records `[from, to)` of `partition` into `engine`, discarding outputs.
-fn replay(shared: &Shared, partition: i32, from: i64, to: i64, engine: &mut PartitionEngine) -> KafkaResult<u64> {
+/// Processes the records `[from, to)` of the task's partition into its state, discarding outputs.
+fn replay(shared: &Shared, task: TaskId, from: i64, to: i64, engine: &mut TaskEngine) -> KafkaResult<u64> {
+    let partition = task.partition;
     let consumer: BaseConsumer = kafka::reader(&shared.cfg, true).create()?;
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&shared.cfg.topics.input, partition, Offset::Offset(from))?;
+    tpl.add_partition_offset(task.topic(shared), partition, Offset::Offset(from))?;
     consumer.assign(&tpl)?;
     let mut out = Outputs::default();
     let mut n = 0u64;
@@ -163,7 +187,11 @@ fn replay(shared: &Shared, partition: i32, from: i64, to: i64, engine: &mut Part
         if message.offset() >= to {
             break;
         }
-        engine.process(message.payload().unwrap_or_default(), &mut out);
+        let payload = message.payload().unwrap_or_default();
+        match engine {
+            TaskEngine::Input(e) => e.process(payload, &mut out),
+            TaskEngine::Merge(m) => drop(repartition::apply(m, payload, &mut out.aggregates)),
+        }
         out.clear();
         n += 1;
     }
