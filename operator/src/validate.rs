@@ -34,6 +34,8 @@ pub enum Role {
     Aggregates,
     DeadLetter,
     State,
+    /// Between the two stages of zone and label windows (planned only when an aggregation groups by one).
+    Repartition,
 }
 
 impl Role {
@@ -44,6 +46,7 @@ impl Role {
             Role::Aggregates => "aggregates",
             Role::DeadLetter => "deadLetter",
             Role::State => "state",
+            Role::Repartition => "repartition",
         }
     }
 }
@@ -97,8 +100,13 @@ pub struct ValidPipeline {
 
 impl ValidPipeline {
     pub fn topic(&self, role: Role) -> &TopicPlan {
-        // Every role is planned by `validate`.
+        // Every role but the repartition topic is always planned by `validate`.
         self.topics.iter().find(|t| t.role == role).unwrap_or(&self.topics[0])
+    }
+
+    /// The repartition topic, when some aggregation groups by zone or label.
+    pub fn repartition_topic(&self) -> Option<&TopicPlan> {
+        self.topics.iter().find(|t| t.role == Role::Repartition)
     }
 }
 
@@ -230,7 +238,7 @@ fn topic_path(role: Role) -> &'static str {
         Role::Anomalies => "outputs.anomalies.topic",
         Role::Aggregates => "outputs.aggregates.topic",
         Role::DeadLetter => "outputs.deadLetter.topic",
-        Role::State => "metadata.name",
+        Role::State | Role::Repartition => "metadata.name",
     }
 }
 
@@ -252,10 +260,18 @@ pub fn group_id(sp: &SensorPipeline) -> String {
     )
 }
 
-/// The five topics of a pipeline, names defaulted as the worker defaults them (usable on an invalid spec too).
+/// The consumer group of the workers' merge stage (the repartition topic; docs/engine.md).
+pub fn merge_group_id(sp: &SensorPipeline) -> String {
+    format!("{}-merge", group_id(sp))
+}
+
+/// The topics of a pipeline (usable on an invalid spec too): input and outputs as the spec names them, and the
+/// internal ones — state and, for zone and label windows, repartition — named after the namespaced group, so
+/// two pipelines of one name in two namespaces never share one.
 pub fn planned_topics(sp: &SensorPipeline) -> Vec<TopicPlan> {
     let spec = &sp.spec;
     let name = sp.metadata.name.as_deref().unwrap_or_default();
+    let internal = group_id(sp);
     let plan = |role: Role, topic: String, managed: bool, s: &TopicSettings| TopicPlan {
         role,
         name: topic,
@@ -273,14 +289,14 @@ pub fn planned_topics(sp: &SensorPipeline) -> Vec<TopicPlan> {
     let mut state_config = BTreeMap::from([("cleanup.policy".to_owned(), "compact".to_owned())]);
     // Snapshots are small and rewritten every few seconds: compact briskly so restores read little.
     state_config.insert("segment.ms".to_owned(), "3600000".to_owned());
-    vec![
+    let mut topics = vec![
         plan(Role::Input, spec.input.topic.clone(), spec.input.managed, &spec.input.settings),
         out(Role::Anomalies, &spec.outputs.anomalies, "anomalies"),
         out(Role::Aggregates, &spec.outputs.aggregates, "aggregates"),
         out(Role::DeadLetter, &spec.outputs.dead_letter, "dead-letter"),
         TopicPlan {
             role: Role::State,
-            name: format!("{name}-state"),
+            name: format!("{internal}-state"),
             managed: true,
             // One state partition per input partition keeps restores reading only their own snapshots; for an
             // unmanaged input the reconciler fills in the input's actual count.
@@ -288,5 +304,18 @@ pub fn planned_topics(sp: &SensorPipeline) -> Vec<TopicPlan> {
             replication_factor: spec.outputs.anomalies.settings.replication_factor,
             config: state_config,
         },
-    ]
+    ];
+    if spec.processing.aggregations.iter().any(|a| a.group_by != "sensor") {
+        topics.push(TopicPlan {
+            role: Role::Repartition,
+            name: format!("{internal}-repartition"),
+            managed: true,
+            // Like the state topic: as many partitions as the input (filled in for an unmanaged input).
+            partitions: input_partitions,
+            replication_factor: spec.outputs.anomalies.settings.replication_factor,
+            // Partials are merged within seconds; a week covers a pipeline stopped over a long weekend.
+            config: BTreeMap::from([("retention.ms".to_owned(), "604800000".to_owned())]),
+        });
+    }
+    topics
 }

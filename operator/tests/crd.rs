@@ -167,7 +167,10 @@ fn cross_field_mistakes_are_rejected_with_their_message() {
         ),
         (
             "default topic name collides",
-            Box::new(|v| v["spec"]["outputs"]["anomalies"]["topic"] = "building-a-state".into()),
+            Box::new(|v| {
+                v["spec"]["outputs"]["deadLetter"].as_object_mut().unwrap().remove("topic");
+                v["spec"]["outputs"]["anomalies"]["topic"] = "building-a-dead-letter".into();
+            }),
             "topics must all differ",
         ),
         (

@@ -61,12 +61,24 @@ impl Names {
         format!("{}-dead-letter", self.name)
     }
 
+    /// Internal topics are named after the namespaced group.
     fn state(&self) -> String {
-        format!("{}-state", self.name)
+        format!("{}-state", self.group())
     }
 
-    fn all_topics(&self) -> [String; 5] {
-        [self.input.clone(), self.anomalies.clone(), self.aggregates.clone(), self.dead_letter(), self.state()]
+    fn repartition(&self) -> String {
+        format!("{}-repartition", self.group())
+    }
+
+    fn all_topics(&self) -> [String; 6] {
+        [
+            self.input.clone(),
+            self.anomalies.clone(),
+            self.aggregates.clone(),
+            self.dead_letter(),
+            self.state(),
+            self.repartition(),
+        ]
     }
 
     fn group(&self) -> String {
@@ -95,6 +107,8 @@ spec:
   processing:
     thresholds:
       - {{name: overheat, metric: temperature, above: 30}}
+    aggregations:
+      - {{name: zone-avg, window: {{size: 5m}}, groupBy: zone, functions: [avg]}}
   outputs:
     anomalies: {{topic: {anomalies}, partitions: 2}}
     aggregates: {{topic: {aggregates}}}
@@ -178,6 +192,7 @@ async fn creates_topics_and_workers_and_reports_ready_once_workers_are() {
         (n.aggregates.clone(), 1),
         (n.dead_letter(), 1),
         (n.state(), 4),
+        (n.repartition(), 4),
     ] {
         assert_eq!(kafka.partitions(&topic), Some(partitions), "topic {topic}");
     }
@@ -308,6 +323,8 @@ async fn growing_partitions_adds_them_on_kafka() {
     assert_eq!(kafka.partitions(&n.input), Some(8));
     // The state topic follows the input: one state partition per input partition.
     assert_eq!(kafka.partitions(&n.state()), Some(8));
+    // The repartition topic keeps its count: the workers hash each group over the count they started with.
+    assert_eq!(kafka.partitions(&n.repartition()), Some(4));
     let sp = h.get().await;
     let (status, reason, message) = Harness::condition(&sp, "TopicsReady");
     assert_eq!(status, ConditionStatus::True, "{reason}: {message}");
@@ -374,6 +391,8 @@ async fn delete_with_policy(policy: &str) -> (Names, Vec<Option<usize>>, bool) {
     assert_eq!(kafka.partitions(&n.anomalies), Some(2));
     commit_offset(kafka, &n.group(), &n.input);
     assert!(group_exists(kafka, &n.group()), "the workers' group has committed offsets");
+    let merge_group = format!("{}-merge", n.group());
+    commit_offset(kafka, &merge_group, &n.repartition());
     // What `kubectl delete` leaves while the finalizer holds the object: a deletion timestamp.
     let sp = h.get().await;
     let mut deleting = sp.clone();
@@ -385,6 +404,7 @@ async fn delete_with_policy(policy: &str) -> (Names, Vec<Option<usize>>, bool) {
     assert!(sp.is_none_or(|s| !s.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER)), "finalizer removed");
     let left = n.all_topics().iter().map(|t| kafka.partitions(t)).collect();
     let group_left = group_exists(kafka, &n.group());
+    assert_eq!(group_exists(kafka, &merge_group), group_left, "the merge stage's group goes with the workers'");
     (n, left, group_left)
 }
 

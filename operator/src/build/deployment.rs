@@ -151,6 +151,10 @@ fn env(p: &ValidPipeline) -> Vec<EnvVar> {
         plain("SENSORPIPE_GROUP_ID", p.group_id.clone()),
         plain("SENSORPIPE_TRANSACTIONAL_ID_PREFIX", p.transactional_id_prefix.clone()),
         plain("SENSORPIPE_STATE_TOPIC", p.topic(Role::State).name.clone()),
+        plain(
+            "SENSORPIPE_REPARTITION_TOPIC",
+            p.repartition_topic().map_or_else(|| format!("{}-repartition", p.group_id), |t| t.name.clone()),
+        ),
         plain("SENSORPIPE_DELIVERY", p.delivery.as_str()),
         plain("SENSORPIPE_HTTP_ADDR", format!("0.0.0.0:{METRICS_PORT}")),
         plain("SENSORPIPE_LOG_JSON", "true"),
@@ -235,7 +239,11 @@ mod tests {
         let env = env_of(&d);
         assert_eq!(env["SENSORPIPE_GROUP_ID"].value.as_deref(), Some("sensorpipe-facilities-building-a"));
         assert_eq!(env["SENSORPIPE_PIPELINE_FILE"].value.as_deref(), Some("/etc/sensorpipe/pipeline.yaml"));
-        assert_eq!(env["SENSORPIPE_STATE_TOPIC"].value.as_deref(), Some("building-a-state"));
+        assert_eq!(env["SENSORPIPE_STATE_TOPIC"].value.as_deref(), Some("sensorpipe-facilities-building-a-state"));
+        assert_eq!(
+            env["SENSORPIPE_REPARTITION_TOPIC"].value.as_deref(),
+            Some("sensorpipe-facilities-building-a-repartition")
+        );
         assert_eq!(
             spec.template.metadata.as_ref().unwrap().annotations.as_ref().unwrap()[CONFIG_HASH_ANNOTATION],
             "abc"

@@ -440,9 +440,11 @@ async fn cleanup(sp: &SensorPipeline, ctx: &Context) -> Result<Action, Error> {
         // only give them errors. Scaling to zero lets each commit its last batch and leave the group.
         stop_workers(sp, ctx).await?;
         let group = crate::validate::group_id(sp);
-        if !admin.delete_group(&group).await? {
-            // An error, not a requeue: a cleanup that returns Ok has its finalizer removed.
-            return Err(Error::WorkersStopping(group));
+        for g in [group.clone(), crate::validate::merge_group_id(sp)] {
+            if !admin.delete_group(&g).await? {
+                // An error, not a requeue: a cleanup that returns Ok has its finalizer removed.
+                return Err(Error::WorkersStopping(g));
+            }
         }
         let refs: Vec<&str> = ours.iter().map(String::as_str).collect();
         admin.delete_topics(&refs).await?;
@@ -451,7 +453,7 @@ async fn cleanup(sp: &SensorPipeline, ctx: &Context) -> Result<Action, Error> {
             &reference,
             EventType::Normal,
             "KafkaDeleted",
-            &format!("deleted topics {ours:?} and consumer group {group}"),
+            &format!("deleted topics {ours:?} and consumer groups {group} and {group}-merge"),
         )
         .await;
     } else {

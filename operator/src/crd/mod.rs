@@ -70,16 +70,16 @@ pub struct SensorPipelineSpec {
     pub deletion_policy: DeletionPolicy,
 }
 
-/// CEL over the whole object, since default topic names come from `metadata.name`.
+/// CEL over the whole object, since default topic names come from `metadata.name`. The internal topics (state,
+/// repartition) are named after the namespaced group, which CEL cannot see (`metadata.namespace` is not
+/// available to CRD rules); `validate` checks them.
 const TOPIC_COLLISION_RULE: &str = "[self.spec.input.topic, \
     has(self.spec.outputs) && has(self.spec.outputs.anomalies) && has(self.spec.outputs.anomalies.topic) ? self.spec.outputs.anomalies.topic : self.metadata.name + '-anomalies', \
     has(self.spec.outputs) && has(self.spec.outputs.aggregates) && has(self.spec.outputs.aggregates.topic) ? self.spec.outputs.aggregates.topic : self.metadata.name + '-aggregates', \
-    has(self.spec.outputs) && has(self.spec.outputs.deadLetter) && has(self.spec.outputs.deadLetter.topic) ? self.spec.outputs.deadLetter.topic : self.metadata.name + '-dead-letter', \
-    self.metadata.name + '-state'].all(t, [self.spec.input.topic, \
+    has(self.spec.outputs) && has(self.spec.outputs.deadLetter) && has(self.spec.outputs.deadLetter.topic) ? self.spec.outputs.deadLetter.topic : self.metadata.name + '-dead-letter'].all(t, [self.spec.input.topic, \
     has(self.spec.outputs) && has(self.spec.outputs.anomalies) && has(self.spec.outputs.anomalies.topic) ? self.spec.outputs.anomalies.topic : self.metadata.name + '-anomalies', \
     has(self.spec.outputs) && has(self.spec.outputs.aggregates) && has(self.spec.outputs.aggregates.topic) ? self.spec.outputs.aggregates.topic : self.metadata.name + '-aggregates', \
-    has(self.spec.outputs) && has(self.spec.outputs.deadLetter) && has(self.spec.outputs.deadLetter.topic) ? self.spec.outputs.deadLetter.topic : self.metadata.name + '-dead-letter', \
-    self.metadata.name + '-state'].exists_one(u, u == t))";
+    has(self.spec.outputs) && has(self.spec.outputs.deadLetter) && has(self.spec.outputs.deadLetter.topic) ? self.spec.outputs.deadLetter.topic : self.metadata.name + '-dead-letter'].exists_one(u, u == t))";
 
 /// What happens to the Kafka side when the SensorPipeline is deleted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -87,7 +87,8 @@ pub enum DeletionPolicy {
     /// Keep the managed topics and the consumer group (the data outlives the pipeline).
     #[default]
     Retain,
-    /// Delete the managed topics (input only when `input.managed`), the state topic and the consumer group.
+    /// Delete the managed topics (input only when `input.managed`), the internal topics (state, repartition) and
+    /// the consumer groups (the workers' and their merge stage's).
     Delete,
 }
 

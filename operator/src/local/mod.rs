@@ -131,6 +131,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         pipeline: args.pipeline.clone(),
         bootstrap: bootstrap.clone(),
         group_id: valid.group_id.clone(),
+        state_topic: valid.topic(Role::State).name.clone(),
+        repartition_topic: valid
+            .repartition_topic()
+            .map_or_else(|| format!("{}-repartition", valid.group_id), |t| t.name.clone()),
         delivery: broker.is_embedded().then_some("atLeastOnce"),
         kafka_properties: if broker.is_embedded() { Vec::new() } else { args.kafka_properties.clone() },
         log_dir: log_dir.clone(),

@@ -21,6 +21,9 @@ pub struct WorkerSettings {
     pub pipeline: PathBuf,
     pub bootstrap: String,
     pub group_id: String,
+    /// The internal topics, as the operator's plan names them.
+    pub state_topic: String,
+    pub repartition_topic: String,
     /// `Some("atLeastOnce")` on the embedded broker; `None` leaves the pipeline's choice.
     pub delivery: Option<&'static str>,
     pub kafka_properties: Vec<String>,
@@ -75,6 +78,7 @@ impl Worker {
             .arg("--pipeline")
             .arg(&s.pipeline)
             .args(["--bootstrap-servers", &s.bootstrap, "--group-id", &s.group_id])
+            .args(["--state-topic", &s.state_topic, "--repartition-topic", &s.repartition_topic])
             .args(["--http-addr", &metrics.to_string()])
             // Workers stop when this process is gone, even after a SIGKILL that leaves no time to stop them.
             .args(["--parent-pid", &std::process::id().to_string()])

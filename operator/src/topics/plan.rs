@@ -52,7 +52,7 @@ pub fn plan_topics(
     for t in desired {
         let want_partitions = match (t.partitions, t.role) {
             (Some(p), _) => Some(p),
-            (None, Role::State) => input_partitions,
+            (None, Role::State | Role::Repartition) => input_partitions,
             (None, _) => None,
         };
         match observed.get(&t.name).cloned().flatten() {
@@ -72,6 +72,9 @@ pub fn plan_topics(
             Some(_) if !t.managed => {}
             Some(o) => {
                 match want_partitions {
+                    // A group's partials must all meet in one repartition partition, and the workers hash over
+                    // the count they started with: the repartition topic keeps the count it was created with.
+                    Some(_) if t.role == Role::Repartition => {}
                     Some(want) if want > o.partitions => {
                         actions.push(TopicAction::AddPartitions { name: t.name.clone(), from: o.partitions, to: want })
                     }
