@@ -314,13 +314,13 @@ def facility() -> dashboard.Dashboard:
         span=4,
     ))
     d = d.with_panel(big(
-        "$metric now per zone", "Average of the latest closed window per zone.", "none",
+        "$metric now per zone", "Average of the latest final window per zone (merged over every input partition).", "none",
         query(zone_avg, "{{zone}}", instant=True), span=8,
     ).repeat("metric").repeat_direction("h"))
 
     d = d.with_row(dashboard.Row("Trends"))
     d = d.with_panel(graph(
-        "$metric per zone", "Window average per zone over time (the aggregation's windows, e.g. 5 minutes).",
+        "$metric per zone", "Final window average per zone over time (the aggregation's windows, e.g. 5 minutes, merged over every input partition).",
         "none", query(zone_avg, "{{zone}}"), span=12,
     ).repeat("metric").repeat_direction("h"))
     d = d.with_panel(graph(

@@ -1,5 +1,5 @@
-//! What the live page shows, kept from the output topics: per-zone window statistics (the partial windows that
-//! each input partition emits for the same zone merged into one), the recent anomaly feed, which episodes are
+//! What the live page shows, kept from the output topics: per-zone window statistics (final: the workers merge
+//! a zone's windows across input partitions), the recent anomaly feed, which episodes are
 //! open, and the pipeline's throughput, lag and replicas. Pure: the feed and the stats loop write into it, the web
 //! server reads snapshots of it.
 
@@ -13,7 +13,7 @@ pub const WINDOWS_KEPT: usize = 60;
 /// How many anomalies the feed keeps.
 pub const ANOMALIES_KEPT: usize = 100;
 
-/// One window of one group, merged over the partitions that saw readings of it.
+/// One final window of one group.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Window {
     pub aggregation: String,
@@ -72,26 +72,20 @@ impl Live {
         }
     }
 
-    /// Merges a partition's window into the zone's window and returns the merged one.
+    /// Keeps a final window (the workers merge zone windows across partitions). A window delivered again (the
+    /// at-least-once redelivery after a worker restart) replaces itself.
     pub fn add_aggregate(&mut self, a: &Aggregate) -> Window {
         self.aggregates_total += 1;
         let key = a.key.clone().unwrap_or_default();
-        let slot = (a.aggregation.clone(), key.clone(), a.window_end);
-        let merged = match self.windows.remove(&slot) {
-            Some(mut w) => {
-                for (metric, s) in &a.stats {
-                    let m = w.stats.entry(metric.clone()).or_default();
-                    *m = merge(m, s);
-                }
-                w
-            }
-            None => {
-                Window { aggregation: a.aggregation.clone(), key, window_end: a.window_end, stats: a.stats.clone() }
-            }
+        let window = Window {
+            aggregation: a.aggregation.clone(),
+            key: key.clone(),
+            window_end: a.window_end,
+            stats: a.stats.clone(),
         };
-        self.windows.insert(slot, merged.clone());
-        self.forget_old_windows(&a.aggregation, &merged.key);
-        merged
+        self.windows.insert((a.aggregation.clone(), key, a.window_end), window.clone());
+        self.forget_old_windows(&a.aggregation, &window.key);
+        window
     }
 
     fn forget_old_windows(&mut self, aggregation: &str, key: &str) {
@@ -136,30 +130,6 @@ impl Live {
     }
 }
 
-/// Statistics of the union of two disjoint sets of readings. The average is weighted by the counts when both
-/// have them (the example pipeline asks for `count`), else the plain mean of the two.
-fn merge(a: &MetricStats, b: &MetricStats) -> MetricStats {
-    let either = |x: Option<f64>, y: Option<f64>, f: fn(f64, f64) -> f64| match (x, y) {
-        (Some(x), Some(y)) => Some(f(x, y)),
-        (x, y) => x.or(y),
-    };
-    let avg = match (a.avg, b.avg, a.count, b.count) {
-        (Some(x), Some(y), Some(n), Some(m)) if n + m > 0 => Some((x * n as f64 + y * m as f64) / (n + m) as f64),
-        (Some(x), Some(y), _, _) => Some((x + y) / 2.0),
-        (x, y, _, _) => x.or(y),
-    };
-    MetricStats {
-        avg,
-        min: either(a.min, b.min, f64::min),
-        max: either(a.max, b.max, f64::max),
-        count: match (a.count, b.count) {
-            (Some(n), Some(m)) => Some(n + m),
-            (n, m) => n.or(m),
-        },
-        sum: either(a.sum, b.sum, |x, y| x + y),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,10 +148,10 @@ mod tests {
     }
 
     #[test]
-    fn partial_windows_of_a_zone_merge_weighted_by_count() {
+    fn a_window_delivered_again_replaces_itself() {
         let mut live = Live::new("building-a", "embedded", "atLeastOnce");
-        live.add_aggregate(&part("floor-1", 300_000, 20.0, 19.0, 21.0, 3));
-        let w = live.add_aggregate(&part("floor-1", 300_000, 24.0, 23.0, 26.0, 1));
+        live.add_aggregate(&part("floor-1", 300_000, 21.0, 19.0, 26.0, 4));
+        let w = live.add_aggregate(&part("floor-1", 300_000, 21.0, 19.0, 26.0, 4));
         let t = &w.stats["temperature"];
         assert_eq!((t.avg, t.min, t.max, t.count), (Some(21.0), Some(19.0), Some(26.0), Some(4)));
         live.add_aggregate(&part("floor-2", 300_000, 18.0, 18.0, 18.0, 1));

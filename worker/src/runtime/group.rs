@@ -119,7 +119,14 @@ impl ConsumerContext for GroupContext {
                 }
                 match id.stage {
                     Stage::Input => shared.metrics.forget_partition(id.topic(shared), id.partition),
-                    Stage::Merge => shared.metrics.forget_merge_partition(id.topic(shared), id.partition),
+                    Stage::Merge => {
+                        shared.metrics.forget_merge_partition(id.topic(shared), id.partition);
+                        let n = shared.repartition_partitions;
+                        shared.metrics.forget_zone_gauges(|aggregation, zone| {
+                            super::repartition::partition_of(aggregation, Some(zone).filter(|z| !z.is_empty()), n)
+                                == id.partition
+                        });
+                    }
                 }
             }
         }

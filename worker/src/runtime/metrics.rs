@@ -321,6 +321,20 @@ impl Metrics {
         }
     }
 
+    /// Drops the facility gauges of the groups `owned_elsewhere` says this worker no longer emits (their merge
+    /// partition went to another worker), so each zone's gauge lives on exactly one worker.
+    pub fn forget_zone_gauges(&self, owned_elsewhere: impl Fn(&str, &str) -> bool) {
+        let Ok(mut series) = self.zone_series.lock() else { return };
+        series.retain(|labels| {
+            let gone = owned_elsewhere(&labels[0], &labels[1]);
+            if gone {
+                let l: Vec<&str> = labels.iter().map(String::as_str).collect();
+                let _ = self.zone_aggregate.remove_label_values(&l);
+            }
+            !gone
+        });
+    }
+
     /// Counts an anomaly under its zone (an anomaly without one counts under `""`), within the series limit.
     pub fn observe_zone_anomaly(&self, zone: Option<&str>, rule: &str, state: &str) {
         let labels = [zone.unwrap_or(""), rule, state];
