@@ -10,6 +10,8 @@ import pathlib
 import subprocess
 import time
 
+import yaml
+
 from brokers import kafka_cluster
 from kafka_io import committed_offsets, create_topics, http_get, metric, worker
 
@@ -41,16 +43,22 @@ def main() -> None:
     ap.add_argument("--duration", default="12h", help="simulated span (records = sensors × span / 10 s)")
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--delivery", default="exactlyOnce")
+    ap.add_argument("--group-by", default="zone", choices=["zone", "sensor"],
+                    help="the example's aggregation grouped by zone (two stages) or by sensor (one stage)")
     args = ap.parse_args()
     w = RELEASE / "sensorpipe-worker"
-    pipeline = ROOT / "examples" / "smart-building.yaml"
     work = ROOT / "target" / "bench-runtime"
     work.mkdir(parents=True, exist_ok=True)
+    sp = yaml.safe_load((ROOT / "examples" / "smart-building.yaml").read_text())
+    sp["spec"]["processing"]["aggregations"][0]["groupBy"] = args.group_by
+    pipeline = work / "pipeline.yaml"
+    pipeline.write_text(yaml.safe_dump(sp, sort_keys=False))
     with kafka_cluster(work / "kafka", heap="1g") as cluster:
         bs = cluster.bootstrap
         create_topics(bs, {"temperature_readings": args.partitions,
                            **{t: args.partitions for t in ("anomalies", "processed_data",
-                                                           "temperature_readings_dlq", "building-a-state")}})
+                                                           "temperature_readings_dlq", "building-a-state",
+                                                           "building-a-repartition")}})
         sim = subprocess.run([str(w), "simulate", "--sensors", str(args.sensors), "--duration", args.duration,
                               "--topic", "temperature_readings", "--bootstrap-servers", bs],
                              check=True, capture_output=True, text=True)
@@ -66,7 +74,8 @@ def main() -> None:
             while consumed < n and time.monotonic() < deadline:
                 if proc.poll() is not None:
                     raise SystemExit(f"worker exited with {proc.returncode}; log: {work / 'worker.log'}")
-                consumed = metric(http_get(port, "/metrics")[1], "sensorpipe_worker_records_consumed_total")
+                consumed = metric(http_get(port, "/metrics")[1], "sensorpipe_worker_records_consumed_total",
+                                  topic="temperature_readings")
                 now = time.monotonic()
                 if consumed > 0 and first is None:
                     first = (now, consumed)
@@ -90,6 +99,7 @@ def main() -> None:
         rate = (last[1] - first[1]) / max(last[0] - first[0], 1e-9)
         print(json.dumps({
             "records": n, "partitions": args.partitions, "sensors": args.sensors, "delivery": args.delivery,
+            "group_by": args.group_by,
             "count_only_records_per_second": baseline["records_per_second"],
             "worker_records_per_second": round(rate),
             "ratio": round(rate / baseline["records_per_second"], 3),
