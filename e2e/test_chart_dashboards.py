@@ -152,7 +152,8 @@ def test_with_a_real_prometheus_every_worker_query_returns_data(worker_bin, kafk
     pipe = unique_pipeline(example_pipeline, tmp_path)
     bs = kafka.bootstrap
     with prometheus(tmp_path) as prom:
-        create_topics(bs, {pipe.input: 4, pipe.anomalies: 2, pipe.aggregates: 2, pipe.dead_letters: 1, pipe.state: 4})
+        create_topics(bs, {pipe.input: 4, pipe.anomalies: 2, pipe.aggregates: 2, pipe.dead_letters: 1, pipe.state: 4,
+                           pipe.repartition: 4})
         producer = subprocess.Popen(
             [str(worker_bin), "simulate", "--sensors", "30", "--duration", "12h", "--topic", pipe.input,
              "--bootstrap-servers", bs, "--rate", "1500"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -128,7 +128,8 @@ def test_worker_metrics_are_exposed_for_prometheus(run):
         status, text = http_get(port, "/metrics")
         assert status == 200 and "sensorpipe_worker_assigned_partitions" in text
         total += sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
-                     if l.startswith("sensorpipe_worker_records_consumed_total{"))
+                     if l.startswith("sensorpipe_worker_records_consumed_total{")
+                     and f'topic="{TOPICS["input"]}"' in l)
     assert total == run.produced
 
 
@@ -222,8 +223,10 @@ def test_on_a_real_broker_with_bootstrap_servers(sensorpipe_bin, kafka, example_
         assert r.said(rf"created topic {pipe.input} \(10 partitions, replication factor 1: the cluster has 1 "
                       rf"broker, the spec asks 3\)"), r.stderr
         topics = AdminClient({"bootstrap.servers": bs}).list_topics(timeout=10).topics
+        internal = f"sensorpipe-default-{pipe.name}"  # internal topics are named after the namespaced group
         for name, partitions in [(pipe.input, 10), (pipe.anomalies, 3), (pipe.aggregates, 3),
-                                 (pipe.dead_letters, 1), (pipe.state, 10)]:
+                                 (pipe.dead_letters, 1), (f"{internal}-state", 10),
+                                 (f"{internal}-repartition", 10)]:
             assert len(topics[name].partitions) == partitions, name
         wait_until(lambda: r.state()["anomaliesTotal"] > 0 and r.state()["aggregatesTotal"] > 0, 120,
                    "outputs on the page")

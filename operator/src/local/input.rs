@@ -14,7 +14,8 @@ use sensorpipe_worker::simulate::{SimConfig, generate};
 /// Where readings come from.
 #[derive(Clone, Debug)]
 pub enum Source {
-    /// Simulated sensors: `rate` readings per second of wall time, covering `duration` of simulated time from now.
+    /// Simulated sensors: `rate` readings per second of wall time, covering the `duration` of simulated time that
+    /// ends now.
     Simulate { rate: f64, sensors: usize, zones: usize, duration_ms: i64, seed: u64 },
     /// JSON lines from a file, or standard input for `-`.
     Lines(String),
@@ -35,8 +36,10 @@ pub fn produce(source: &Source, target: &ProduceTarget, stop: &Arc<AtomicBool>) 
             let cfg = SimConfig {
                 sensors: *sensors,
                 zones: *zones,
-                // Whole minutes, so windows line up with the clock the page shows.
-                start_ms: now - now % 60_000,
+                // The span ends at the current minute: simulated time runs fast, and readings from the future
+                // would be dead-lettered by the clock guard (`eventTime.maxClockSkew`). Whole minutes, so windows
+                // line up with the clock the page shows.
+                start_ms: (now - duration_ms) - (now - duration_ms).rem_euclid(60_000),
                 duration_ms: *duration_ms,
                 seed: *seed,
                 ..SimConfig::default()

@@ -45,6 +45,8 @@ pub struct Worker {
     pub metrics: SocketAddr,
     pub log: PathBuf,
     child: Child,
+    /// Records of this topic are the merge stage's, not readings: not counted as processed.
+    repartition_topic: String,
 }
 
 /// The worker binary: `--worker-bin`, else `sensorpipe-worker` next to this executable, else on the PATH.
@@ -97,7 +99,7 @@ impl Worker {
             .process_group(0)
             .spawn()
             .with_context(|| format!("cannot start {} (set --worker-bin)", s.binary.display()))?;
-        Ok(Self { index, metrics, log, child })
+        Ok(Self { index, metrics, log, child, repartition_topic: s.repartition_topic.clone() })
     }
 
     /// What the worker reports on `/metrics`, `None` when it does not answer.
@@ -107,7 +109,9 @@ impl Worker {
             // The gauge behind /readyz: partitions assigned and no restore running.
             ready: sum_metric(&text, "sensorpipe_worker_ready") >= 1.0,
             assigned_partitions: sum_metric(&text, "sensorpipe_worker_assigned_partitions") as usize,
-            records_processed: sum_metric(&text, "sensorpipe_worker_records_consumed_total") as u64,
+            records_processed: (sum_metric(&text, "sensorpipe_worker_records_consumed_total")
+                - sum_metric_of(&text, "sensorpipe_worker_records_consumed_total", &self.repartition_topic))
+                as u64,
         })
     }
 
@@ -154,6 +158,15 @@ async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 }
 
 /// Sum of a metric family's samples in an exposition (all label sets).
+/// The sum of the series of `name` whose `topic` label is `topic`.
+fn sum_metric_of(text: &str, name: &str, topic: &str) -> f64 {
+    let label = format!("topic=\"{topic}\"");
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b'{') && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn sum_metric(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{' | b' ')))
@@ -170,5 +183,7 @@ mod tests {
         let text = "# TYPE x_total counter\nx_total{a=\"1\"} 2\nx_total{a=\"2\"} 3.5\nx_total_other 100\nx_totals 7\n";
         assert!((sum_metric(text, "x_total") - 5.5).abs() < 1e-9);
         assert!(sum_metric(text, "missing").abs() < 1e-9);
+        let text = "x_total{topic=\"in\",o=\"a\"} 2\nx_total{topic=\"in-repartition\"} 3\n";
+        assert!((sum_metric_of(text, "x_total", "in-repartition") - 3.0).abs() < 1e-9);
     }
 }
