@@ -71,7 +71,7 @@ pub struct Condition {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TopicStatus {
-    /// `input`, `anomalies`, `aggregates`, `deadLetter` or `state`.
+    /// `input`, `anomalies`, `aggregates`, `deadLetter`, `state` or `repartition` (zone and label windows).
     pub role: String,
     /// Topic name.
     pub name: String,
