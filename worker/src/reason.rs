@@ -23,11 +23,15 @@ pub enum Reason {
     Late,
     /// The event time is more than `eventTime.maxClockSkew` ahead of the worker's clock: a device clock set wrong.
     TimestampInFuture,
+    /// The dead letter (the original record plus its headers) would exceed the largest record the producer may
+    /// send: a prefix is sent instead, with the original size, its xxh3 and the first reason in headers. Set by
+    /// the Kafka runtime, never by the engine.
+    TooLarge,
 }
 
 impl Reason {
     /// Every reason, in declaration order, so `reason as usize` indexes arrays laid out like this one.
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 8] = [
         Self::MalformedJson,
         Self::MissingField,
         Self::WrongType,
@@ -35,6 +39,7 @@ impl Reason {
         Self::TimestampOutOfRange,
         Self::Late,
         Self::TimestampInFuture,
+        Self::TooLarge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +51,7 @@ impl Reason {
             Self::TimestampOutOfRange => "timestamp_out_of_range",
             Self::Late => "late",
             Self::TimestampInFuture => "timestamp_in_future",
+            Self::TooLarge => "too_large",
         }
     }
 }

@@ -28,7 +28,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 pub use config::{Delivery, RunArgs, RuntimeConfig, Topics};
 pub use group::RunError;
-pub use partition::{DETAIL_HEADER, REASON_HEADER, SOURCE_HEADER};
+pub use partition::{DETAIL_HEADER, ORIGINAL_SIZE_HEADER, ORIGINAL_XXH3_HEADER, REASON_HEADER, SOURCE_HEADER};
 
 use crate::engine::Pipeline;
 use crate::model::load_pipeline_file;
@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     pub input_partitions: i32,
     /// 0 without a merge stage.
     pub repartition_partitions: i32,
+    /// Dead letters larger than this (value, key, detail and source) are cut (reason `too_large`).
+    pub dead_letter_limit: usize,
 }
 
 fn init_logging(json: bool) {
@@ -117,6 +119,13 @@ fn partitions_of(cfg: &RuntimeConfig, topic: &str, timeout: Duration) -> anyhow:
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// The largest dead letter sent whole: the producer's `message.max.bytes` (librdkafka's default 1 000 000) and at
+/// most Kafka's default topic limit (`max.message.bytes`, 1 MiB), less room for headers and record overhead.
+fn dead_letter_limit(cfg: &RuntimeConfig) -> usize {
+    let producer_max = cfg.kafka.get("message.max.bytes").and_then(|v| v.parse::<usize>().ok()).unwrap_or(1_000_000);
+    producer_max.min(1 << 20).saturating_sub(4096)
 }
 
 /// `sensorpipe-worker run`: runs until SIGTERM or SIGINT, then commits, leaves the group and exits.
@@ -168,7 +177,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let input_partitions = partitions_of(&cfg, &cfg.topics.input, TOPIC_WAIT)?;
     let merge = pipeline.has_merge_stage();
     let repartition_partitions = if merge { partitions_of(&cfg, &cfg.topics.repartition, TOPIC_WAIT)? } else { 0 };
+    let dead_letter_limit = dead_letter_limit(&cfg);
     let shared = Arc::new(Shared {
+        dead_letter_limit,
         cfg,
         pipeline,
         metrics,

@@ -27,8 +27,13 @@ use crate::records::DeadLetter;
 pub const REASON_HEADER: &str = "sensorpipe.reason";
 pub const DETAIL_HEADER: &str = "sensorpipe.detail";
 pub const SOURCE_HEADER: &str = "sensorpipe.source";
+pub const ORIGINAL_SIZE_HEADER: &str = "sensorpipe.original.size";
+pub const ORIGINAL_XXH3_HEADER: &str = "sensorpipe.original.xxh3";
 pub(crate) const SNAPSHOT_OFFSET_HEADER: &str = "sensorpipe.snapshot.offset";
 pub(crate) const SNAPSHOT_CHUNK_HEADER: &str = "sensorpipe.snapshot.chunk";
+
+/// How much of a record too large to be a dead letter is kept (reason `too_large`).
+pub(crate) const DEAD_LETTER_PREFIX: usize = 64 * 1024;
 
 /// Snapshots are split into records of at most this size (the broker's default message size limit is 1 MB).
 pub(crate) const SNAPSHOT_CHUNK: usize = 512 * 1024;
@@ -654,13 +659,38 @@ fn emit(
     if let Some(record) = record {
         for d in &out.dead_letters {
             let source = format!("{}/{}@{}", task.topic(shared), task.partition, record.offset);
-            let h = kafka::headers(&[
-                (REASON_HEADER, d.reason.as_str().as_bytes()),
-                (DETAIL_HEADER, d.detail.as_bytes()),
-                (SOURCE_HEADER, source.as_bytes()),
-            ]);
-            kafka::send(producer, &topics.dead_letter, None, record.key, record.payload, Some(h))?;
-            m.dead_letters.with_label_values(&[d.reason.as_str()]).inc();
+            let size = record.payload.len() + record.key.map_or(0, <[u8]>::len) + d.detail.len() + source.len();
+            let reason = if size > shared.dead_letter_limit {
+                // As it is, the dead letter could never be produced (the batch would be redone for ever): a
+                // prefix goes instead, with what identifies the original.
+                let detail = format!(
+                    "first reason {}: {}; the record of {} bytes is cut to its first {DEAD_LETTER_PREFIX} bytes",
+                    d.reason,
+                    d.detail,
+                    record.payload.len()
+                );
+                let size = record.payload.len().to_string();
+                let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(record.payload));
+                let h = kafka::headers(&[
+                    (REASON_HEADER, Reason::TooLarge.as_str().as_bytes()),
+                    (DETAIL_HEADER, detail.as_bytes()),
+                    (SOURCE_HEADER, source.as_bytes()),
+                    (ORIGINAL_SIZE_HEADER, size.as_bytes()),
+                    (ORIGINAL_XXH3_HEADER, hash.as_bytes()),
+                ]);
+                let prefix = &record.payload[..record.payload.len().min(DEAD_LETTER_PREFIX)];
+                kafka::send(producer, &topics.dead_letter, None, record.key, prefix, Some(h))?;
+                Reason::TooLarge
+            } else {
+                let h = kafka::headers(&[
+                    (REASON_HEADER, d.reason.as_str().as_bytes()),
+                    (DETAIL_HEADER, d.detail.as_bytes()),
+                    (SOURCE_HEADER, source.as_bytes()),
+                ]);
+                kafka::send(producer, &topics.dead_letter, None, record.key, record.payload, Some(h))?;
+                d.reason
+            };
+            m.dead_letters.with_label_values(&[reason.as_str()]).inc();
             if d.reason == Reason::Late {
                 m.late_records.with_label_values(&["beyond_allowed_lateness"]).inc();
             }

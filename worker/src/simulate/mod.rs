@@ -219,8 +219,9 @@ fn malformed(r: &Record<'_>, reason: Reason) -> Vec<u8> {
         Reason::NonFinite => {
             format!(r#"{{"sensor_id":"{}","timestamp":{},"temperature":NaN}}"#, r.sensor_id, r.timestamp)
         }
-        // Not generated: `late` comes from arrival order, `timestamp_in_future` from the reader's clock.
-        Reason::TimestampOutOfRange | Reason::Late | Reason::TimestampInFuture => {
+        // Not generated: `late` comes from arrival order, `timestamp_in_future` from the reader's clock, `too_large`
+        // from the runtime's producer limit.
+        Reason::TimestampOutOfRange | Reason::Late | Reason::TimestampInFuture | Reason::TooLarge => {
             format!(r#"{{"sensor_id":"{}","timestamp":0,"temperature":{}}}"#, r.sensor_id, r.temperature)
         }
     };
