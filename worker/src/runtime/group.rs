@@ -439,8 +439,8 @@ pub(crate) fn run(
             last_error_log = Instant::now();
         }
     };
-    // The merge stage's consumer is polled in the housekeeping rounds (a poll costs about a microsecond even
-    // when empty, which per input record was a third of the worker's throughput), and drained while it gives.
+    // The merge stage's consumer is polled in the housekeeping rounds, not once per input record (an empty
+    // poll still takes librdkafka's queue lock), and drained while it gives.
     let mut merged = 0usize;
     while !shared.health.stopping.load(Ordering::Relaxed) {
         let wait = if merged > 0 { Duration::ZERO } else { Duration::from_millis(50) };
