@@ -214,12 +214,12 @@ def pipeline_health() -> dashboard.Dashboard:
         query(f"sum by (outcome) (rate(sensorpipe_worker_transactions_total{{{W}}}{rate}))", "{{outcome}}"),
     ))
     d = d.with_panel(graph(
-        "Commit and restore time (p99)", "Time to commit one batch, and to rebuild a partition's state after an "
-        "assignment.", "s",
+        "Commit and restore time", "Time to commit one batch (p99), and the slowest worker's most recent restore "
+        "of a partition's state (restores are rare: a rate of their histogram would be empty most of the time).",
+        "s",
         query(f"histogram_quantile(0.99, sum by (le) (rate(sensorpipe_worker_commit_duration_seconds_bucket"
-              f"{{{W}}}{rate})))", "commit"),
-        query(f"histogram_quantile(0.99, sum by (le) (rate(sensorpipe_worker_restore_duration_seconds_bucket"
-              f"{{{W}}}{rate})))", "restore"),
+              f"{{{W}}}{rate})))", "commit p99"),
+        query(f"max(sensorpipe_worker_restore_last_duration_seconds{{{W}}})", "last restore"),
     ))
     d = d.with_panel(graph(
         "Kafka errors", "Errors the Kafka clients reported, by kind.", "ops",

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub commit_duration: Histogram,
     pub restores: IntCounterVec,
     pub restore_duration: Histogram,
+    pub restore_last_duration: Gauge,
+    pub snapshot_bytes: IntGauge,
     pub restore_replayed: IntCounter,
     pub kafka_errors: IntCounterVec,
     pub up: Gauge,
@@ -193,6 +195,15 @@ impl Metrics {
                 "Time to rebuild one partition's state.",
                 LATENCY_BUCKETS,
             ))?,
+            restore_last_duration: Gauge::with_opts(opts(
+                "restore_last_duration_seconds",
+                "Time this worker's most recent partition restore took (a restore is rare: the histogram's rate is \
+                 empty most of the time, this gauge is not).",
+            ))?,
+            snapshot_bytes: IntGauge::with_opts(opts(
+                "snapshot_last_bytes",
+                "Size of the most recent state snapshot this worker wrote (what a restore of that partition reads).",
+            ))?,
             restore_replayed: IntCounter::with_opts(opts(
                 "restore_replayed_records_total",
                 "Input records re-read to rebuild state after a snapshot (outputs suppressed).",
@@ -252,6 +263,8 @@ impl Metrics {
         r.register(Box::new(self.commit_duration.clone()))?;
         r.register(Box::new(self.restores.clone()))?;
         r.register(Box::new(self.restore_duration.clone()))?;
+        r.register(Box::new(self.restore_last_duration.clone()))?;
+        r.register(Box::new(self.snapshot_bytes.clone()))?;
         r.register(Box::new(self.restore_replayed.clone()))?;
         r.register(Box::new(self.kafka_errors.clone()))?;
         r.register(Box::new(self.up.clone()))?;

@@ -423,6 +423,7 @@ impl PartitionTask {
     fn produce_snapshot(&self, shared: &Shared, producer: &OutputProducer) -> KafkaResult<()> {
         let (Some(engine), Some(offset)) = (&self.engine, self.next_offset) else { return Ok(()) };
         let bytes = engine.snapshot();
+        shared.metrics.snapshot_bytes.set(i64::try_from(bytes.len()).unwrap_or(i64::MAX));
         let chunks: Vec<&[u8]> = bytes.chunks(SNAPSHOT_CHUNK).collect();
         let offset_text = offset.to_string();
         for (i, chunk) in chunks.iter().enumerate() {

@@ -83,6 +83,7 @@ pub(crate) fn restore(shared: &Shared, task: TaskId, resume: i64) -> KafkaResult
     m.restores.with_label_values(&[source.as_str()]).inc();
     m.restore_replayed.inc_by(replayed);
     m.restore_duration.observe(started.elapsed().as_secs_f64());
+    m.restore_last_duration.set(started.elapsed().as_secs_f64());
     tracing::info!(
         partition,
         resume,
