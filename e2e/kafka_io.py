@@ -194,7 +194,7 @@ def wait_caught_up(bootstrap: str, group: str, topic: str, ends: dict[int, int],
         if watch:
             watch()
         try:
-            last.update(committed_offsets(bootstrap, group, topic, len(ends)))
+            last.update(committed_offsets(bootstrap, group, topic, max(ends) + 1))
         except KafkaException:
             return False  # e.g. a group coordinator still loading after a broker restart: ask again
         return all(last.get(p, -1) >= end for p, end in ends.items())
@@ -202,6 +202,23 @@ def wait_caught_up(bootstrap: str, group: str, topic: str, ends: dict[int, int],
         wait_until(check, timeout, f"group {group} to commit {ends}", interval=1.0)
     except AssertionError as e:
         raise AssertionError(f"{e}; last committed: {last}") from None
+
+
+def wait_merged(bootstrap: str, group: str, repartition: str, timeout: float, watch=None) -> None:
+    """Waits until the merge stage (group `<group>-merge`) has committed past the last partial in the repartition
+    topic. Call it once the input group has caught up: the topic then holds every partial the input makes, and the
+    final zone and label windows of those partials are emitted only when this returns — an input group that has
+    caught up says nothing about the second stage, which may still be rejoining its group after a fault."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "e2e-reader"})
+    try:
+        partitions = len(c.list_topics(repartition, timeout=15).topics[repartition].partitions)
+    finally:
+        c.close()
+    parts = read_partitions(bootstrap, repartition, partitions, settle=1.0)
+    # The offset after the last partial, not the end offset: a transaction's commit marker follows it.
+    ends = {p: msgs[-1].offset() + 1 for p, msgs in parts.items() if msgs}
+    if ends:
+        wait_caught_up(bootstrap, f"{group}-merge", repartition, ends, timeout, watch)
 
 
 def canonical(records: list[dict]) -> list[str]:

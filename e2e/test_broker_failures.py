@@ -21,7 +21,7 @@ import pytest
 
 from brokers import KafkaCluster, kafka_cluster
 from kafka_io import Pipeline, committed_once, create_topics, read_partitions, unique_pipeline, wait_caught_up, \
-    wait_until, worker
+    wait_merged, wait_until, worker
 from verify import assert_exactly, ends_of, expected, outputs_committed
 
 PARTITIONS = 4
@@ -53,6 +53,7 @@ def run_through(worker_bin, pipe: Pipeline, cluster: KafkaCluster, work, failure
             assert proc.poll() is None, "the worker exited"
             inputs = read_partitions(cluster.live_bootstrap(), pipe.input, PARTITIONS)
             wait_caught_up(cluster.live_bootstrap(), pipe.group, pipe.input, ends_of(inputs), timeout=300)
+            wait_merged(cluster.live_bootstrap(), pipe.group, pipe.repartition, timeout=300)
         got = outputs_committed(cluster.live_bootstrap(), pipe.topics(), PARTITIONS)
     finally:
         if producer.poll() is None:

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from confluent_kafka.admin import AdminClient
 
-from kafka_io import committed_offsets, read_partitions, wait_caught_up, wait_until
+from kafka_io import committed_offsets, read_partitions, wait_caught_up, wait_merged, wait_until
 from kube_cluster import kube_double
 from prometheus_server import instant, prometheus
 from test_chart_dashboards import QUERIES, finite, substitute
@@ -114,6 +114,7 @@ class Journey:
         """Waits until the workers' group has committed all of the input so far; returns that input."""
         inputs = read_partitions(self.bootstrap, INPUT, PARTITIONS)
         wait_caught_up(self.bootstrap, GROUP, INPUT, ends_of(inputs), timeout=timeout)
+        wait_merged(self.bootstrap, GROUP, f"{GROUP}-repartition", timeout=timeout)
         return inputs
 
     def assert_outputs_equal_replay(self, inputs: dict[int, list], pipeline: dict) -> None:

@@ -21,7 +21,7 @@ import pytest
 
 from brokers import kafka_cluster
 from kafka_io import (Pipeline, committed_once, create_topics, http_get, metric, read_partitions, unique_pipeline,
-                      wait_caught_up, wait_until, worker)
+                      wait_caught_up, wait_merged, wait_until, worker)
 from proxy import TcpProxy
 from verify import assert_exactly, assert_none_lost, ends_of, expected, outputs_committed
 
@@ -61,6 +61,7 @@ def test_simulated_input_through_the_worker_equals_replay(worker_bin, kafka, pip
     total = sum(len(v) for v in inputs.values())
     with worker(worker_bin, pipe.path, bs, tmp_path / "worker.log") as (proc, port):
         wait_caught_up(bs, pipe.group, pipe.input, ends_of(inputs), timeout=180)
+        wait_merged(bs, pipe.group, pipe.repartition, timeout=180)
         assert http_get(port, "/readyz")[0] == 200
         assert http_get(port, "/healthz")[0] == 200
         metrics = http_get(port, "/metrics")[1]
@@ -111,6 +112,7 @@ def kill9_loop(worker_bin, pipe: Pipeline, bs: str, work: pathlib.Path, extra, k
         assert producer.wait(timeout=120) == 0
         inputs = read_partitions(bs, pipe.input, PARTITIONS)
         wait_caught_up(bs, pipe.group, pipe.input, ends_of(inputs), timeout=240)
+        wait_merged(bs, pipe.group, pipe.repartition, timeout=240)
         return inputs
     finally:
         if producer.poll() is None:
@@ -174,6 +176,7 @@ def test_rebalance_one_three_one_exactly_once(worker_bin, kafka, pipe, tmp_path)
         inputs = read_partitions(bs, pipe.input, PARTITIONS)
         try:
             wait_caught_up(bs, pipe.group, pipe.input, ends_of(inputs), timeout=240)
+            wait_merged(bs, pipe.group, pipe.repartition, timeout=240)
         except AssertionError as e:
             lag = [line for line in http_get(port0, "/metrics")[1].splitlines()
                    if line.startswith(("sensorpipe_worker_consumer_lag_records{", "sensorpipe_worker_transactions"))]
@@ -214,6 +217,7 @@ def test_broker_outage_the_worker_recovers_by_itself_exactly_once(worker_bin, pi
             assert proc.poll() is None, "the worker exited during the outage"
             proxy.restore()
             wait_caught_up(direct, pipe.group, pipe.input, ends_of(inputs), timeout=180)
+            wait_merged(direct, pipe.group, pipe.repartition, timeout=180)
             errors = http_get(port, "/metrics")[1]
         got = outputs_committed(direct, pipe.topics(), PARTITIONS)
         assert_exactly(got, expected(worker_bin, pipe.path, inputs, tmp_path))
