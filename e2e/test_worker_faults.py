@@ -5,11 +5,16 @@ are must not stall the partition or be lost silently.
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 
+import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
-from kafka_io import create_topics, read_partitions, unique_pipeline, wait_caught_up, worker
+from kafka_io import (create_topics, http_get, metric, read_partitions, unique_pipeline, wait_caught_up, wait_merged,
+                      wait_until, worker)
+from verify import assert_exactly, assert_none_lost, ends_of, expected, outputs_committed
 
 PARTITIONS = 2
 
@@ -43,3 +48,55 @@ def test_a_dead_letter_too_large_for_the_topic_is_cut_not_retried_forever(worker
     assert h["sensorpipe.original.size"] == str(len(big))
     assert dead[0].value() == big[:65536]
     assert len(h["sensorpipe.original.xxh3"]) == 16
+
+
+@pytest.mark.parametrize("delivery", ["exactlyOnce", "atLeastOnce"])
+def test_outputs_the_broker_refuses_are_retried_with_backoff_and_never_committed(worker_bin, kafka, example_pipeline,
+                                                                                tmp_path, delivery):
+    """The aggregates topic takes no aggregate (`max.message.bytes` 150: room for a transaction marker, not for an
+    aggregate, so every aggregate is refused for good with
+    MSG_SIZE_TOO_LARGE, as a missing ACL or a deleted topic would be): the worker retries the batch with capped
+    backoff, not in a hot loop, says so on /readyz and in a metric naming the topic (and on /healthz once the
+    partition has made no progress for the stall timeout), and commits no offset whose
+    outputs were not delivered — so once the limit is raised the outputs equal replay (exactly-once) or contain
+    it (at-least-once). Before: a restore loop without pause (exactly-once), and at-least-once committed the
+    offsets of refused outputs and lost them."""
+    bs = kafka.bootstrap
+    pipe = unique_pipeline(example_pipeline, tmp_path)
+    create_topics(bs, {t: PARTITIONS for k, t in pipe.topics().items() if k != "aggregates"})
+    admin = AdminClient({"bootstrap.servers": bs})
+    refusing = NewTopic(pipe.aggregates, PARTITIONS, 1, config={"max.message.bytes": "150"})
+    admin.create_topics([refusing])[pipe.aggregates].result(timeout=15)
+    subprocess.run([str(worker_bin), "simulate", "--sensors", "30", "--duration", "6h", "--topic", pipe.input,
+                    "--bootstrap-servers", bs], check=True, capture_output=True)
+    inputs = read_partitions(bs, pipe.input, PARTITIONS)
+    flags = ["--delivery", delivery, "--stall-timeout", "10s"]
+    with worker(worker_bin, pipe.path, bs, tmp_path / "worker.log", extra=flags) as (_, port):
+        wait_until(lambda: metric(http_get(port, "/metrics")[1], "sensorpipe_worker_records_produced_total",
+                                  topic=pipe.aggregates, outcome="failed") > 0, 60, "a refused output to be reported")
+        started = time.monotonic()
+        restores = metric(http_get(port, "/metrics")[1], "sensorpipe_worker_restores_total")
+        time.sleep(20)
+        retried = metric(http_get(port, "/metrics")[1], "sensorpipe_worker_restores_total") - restores
+        # Backoff doubling from 250 ms to a 30 s cap: a handful of retries per partition in 20 s, not hundreds (and not none:
+        # a batch whose output was refused is redone, never committed).
+        assert 1 <= retried <= 12 * PARTITIONS, f"{retried} restores in {time.monotonic() - started:.0f} s"
+        status, body = http_get(port, "/readyz")
+        assert status == 503 and pipe.aggregates in body, (status, body)
+        assert metric(http_get(port, "/metrics")[1], "sensorpipe_worker_blocked_partitions") >= 1
+        # No commit for longer than the stall timeout while there is lag: the liveness probe would restart it.
+        status, body = http_get(port, "/healthz")
+        assert status == 503 and "committed nothing" in body and pipe.repartition in body, (status, body)
+        raised = ConfigEntry("max.message.bytes", "1048588", incremental_operation=AlterConfigOpType.SET)
+        resource = ConfigResource("topic", pipe.aggregates, incremental_configs=[raised])
+        admin.incremental_alter_configs([resource])[resource].result(timeout=15)
+        wait_caught_up(bs, pipe.group, pipe.input, ends_of(inputs), timeout=180)
+        wait_merged(bs, pipe.group, pipe.repartition, timeout=180)
+        wait_until(lambda: http_get(port, "/readyz")[0] == 200, 60, "the worker to be ready again")
+        wait_until(lambda: http_get(port, "/healthz")[0] == 200, 60, "the worker to be live again")
+    got = outputs_committed(bs, pipe.topics(), PARTITIONS)
+    exp = expected(worker_bin, pipe.path, inputs, tmp_path)
+    if delivery == "exactlyOnce":
+        assert_exactly(got, exp)
+    else:
+        assert_none_lost(got, exp)

@@ -73,7 +73,7 @@ mod tests {
         let p: OutputProducer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("transactional.id", id)
-            .create_with_context(DeliveryContext { metrics })
+            .create_with_context(DeliveryContext::new(metrics))
             .unwrap();
         Arc::new(p)
     }

@@ -89,6 +89,10 @@ pub struct RunArgs {
     /// this much input.
     #[arg(long, env = "SENSORPIPE_SNAPSHOT_INTERVAL", default_value = "10s")]
     pub snapshot_interval: Duration,
+    /// /healthz fails when a partition with lag has committed nothing for this long (a restart by the liveness
+    /// probe gets fresh Kafka clients); a batch that the broker keeps refusing shows on /readyz first.
+    #[arg(long, env = "SENSORPIPE_STALL_TIMEOUT", default_value = "5m")]
+    pub stall_timeout: Duration,
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
     #[arg(long, env = "SENSORPIPE_HTTP_ADDR", default_value = "0.0.0.0:9090")]
     pub http_addr: SocketAddr,
@@ -133,6 +137,7 @@ pub struct RuntimeConfig {
     pub commit_interval: StdDuration,
     pub max_batch: u64,
     pub snapshot_interval: StdDuration,
+    pub stall_timeout: StdDuration,
     pub http_addr: SocketAddr,
     pub zone_gauge_limit: usize,
     /// librdkafka properties for every client, after the defaults.
@@ -253,6 +258,7 @@ impl RunArgs {
             commit_interval: self.commit_interval.into(),
             max_batch: self.max_batch.max(1),
             snapshot_interval: self.snapshot_interval.into(),
+            stall_timeout: self.stall_timeout.into(),
             http_addr: self.http_addr,
             zone_gauge_limit: self.zone_gauge_limit,
             kafka,

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::Producer;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
@@ -186,7 +187,6 @@ fn commit_partitions(
     match shared.cfg.delivery {
         Delivery::ExactlyOnce => {
             let Some(group) = consumer.group_metadata().map(Arc::new) else { return Ok(()) };
-            let mut aborted = Vec::new();
             for task in tasks.map.values_mut().filter(|t| selected(t.id()) && t.pending > 0) {
                 loop {
                     match task.commit_transaction(shared, &group) {
@@ -200,16 +200,11 @@ fn commit_partitions(
                         // partition is still ours; as Kafka Streams does with a migrated task, the batch is
                         // dropped and redone with a new producer).
                         Err(e) => {
-                            tracing::warn!(partition = task.partition, error = %e, "batch aborted; redoing it");
-                            task.abort(shared);
-                            aborted.push((task.id(), task.committed));
+                            give_up(shared, consumer, task, &e);
                             break;
                         }
                     }
                 }
-            }
-            for (p, committed) in aborted {
-                rewind(shared, consumer, p, committed);
             }
         }
         Delivery::AtLeastOnce => {
@@ -232,6 +227,15 @@ fn commit_partitions(
                     return Ok(());
                 }
             }
+            // An output the broker refused is not delivered: no offset is committed, and every partition with a
+            // batch open redoes it (the producer is shared, so the refused output may be any partition's).
+            if let Some(refused) = producer.context().take_refusal() {
+                shared.metrics.transactions.with_label_values(&["failed"]).inc();
+                for task in tasks.map.values_mut().filter(|t| t.pending > 0) {
+                    give_up(shared, consumer, task, &refused);
+                }
+                return Ok(());
+            }
             match consumer.commit(&offsets, CommitMode::Sync) {
                 Ok(()) => {
                     shared.metrics.transactions.with_label_values(&["committed"]).inc();
@@ -252,6 +256,75 @@ fn commit_partitions(
         task.observe(shared);
     }
     Ok(())
+}
+
+/// Gives up a task's batch: aborts it, rewinds the consumer to the last commit and pauses the partition for a
+/// backoff that doubles with every batch given up in a row (`partition::backoff`), so a fault that repeats —
+/// an output the broker refuses, a producer fenced again and again — costs a retry every 30 s at most.
+fn give_up(
+    shared: &Shared,
+    consumer: &BaseConsumer<GroupContext>,
+    task: &mut PartitionTask,
+    why: &dyn std::fmt::Display,
+) {
+    // A send that failed because the transaction already failed says only "Erroneous state"; the refusal
+    // behind it (its delivery report is served while aborting) says which topic and why.
+    let refused = task.producer.as_ref().and_then(|p| p.context().take_refusal());
+    let refused = refused.or(task.abort(shared));
+    let why = refused.map_or_else(|| why.to_string(), |r| r.to_string());
+    let delay = task.back_off(why.clone());
+    let id = task.id();
+    tracing::warn!(partition = %id, error = why, failures = task.failures, retry_in = ?delay,
+        "batch given up; redone from the last commit after the backoff");
+    rewind(shared, consumer, id, task.committed);
+    if let Err(e) = consumer.pause(&one(shared, id)) {
+        tracing::warn!(partition = %id, error = %e, "pausing the partition failed; its records wait unprocessed");
+    }
+}
+
+fn one(shared: &Shared, id: TaskId) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(id.topic(shared), id.partition);
+    tpl
+}
+
+/// Housekeeping of every task of a consumer: partitions whose backoff is over resume, and the stage's trouble
+/// (batches failing again and again, a partition with lag and no progress) goes to /readyz, /healthz and the
+/// `blocked_partitions` gauge.
+fn tend_tasks(shared: &Shared, consumer: &BaseConsumer<GroupContext>, stage: Stage, tasks: &mut Tasks) {
+    let now = Instant::now();
+    let mut trouble = super::Trouble::default();
+    for (id, task) in &mut tasks.map {
+        if task.blocked_until.is_some_and(|t| t <= now) {
+            task.blocked_until = None;
+            if let Err(e) = consumer.resume(&one(shared, *id)) {
+                tracing::warn!(partition = %id, error = %e, "resuming the partition failed; retried");
+                task.blocked_until = Some(now + RETRY_BACKOFF);
+            }
+        }
+        if task.failures >= 2 {
+            trouble.blocked += 1;
+            trouble.reason = trouble.reason.or_else(|| task.failure.clone());
+        }
+        match task.lag() {
+            Some(0) => task.progress_at = now,
+            Some(lag) if trouble.stalled.is_none() && now - task.progress_at > shared.cfg.stall_timeout => {
+                trouble.stalled = Some(format!(
+                    "partition {id} of {} has {lag} records of lag and committed nothing for {:?}{}",
+                    id.topic(shared),
+                    now - task.progress_at,
+                    task.failure.as_deref().map(|f| format!("; last failure: {f}")).unwrap_or_default()
+                ));
+            }
+            _ => {}
+        }
+    }
+    let index = match stage {
+        Stage::Input => 0,
+        Stage::Merge => 1,
+    };
+    shared.health.set_trouble(index, trouble);
+    shared.metrics.blocked_partitions.set(shared.health.blocked_count() as i64);
 }
 
 /// Positions the consumer back at `offset` (the last commit) after a batch was abandoned.
@@ -321,6 +394,10 @@ fn handle(shared: &Shared, consumer: &BaseConsumer<GroupContext>, tasks: &mut Ta
     let Some(id) = TaskId::of(shared, m.topic(), m.partition()) else { return };
     let now = tasks.now_ms;
     let Some(task) = tasks.map.get_mut(&id) else { return };
+    if task.blocked_until.is_some() {
+        // Fetched before the pause; the batch is redone from the committed offset once the backoff is over.
+        return;
+    }
     if task.engine.is_none() {
         match prepare(shared, consumer, task, m.offset(), now) {
             Ok(Prepared::Process) => {}
@@ -346,10 +423,7 @@ fn handle(shared: &Shared, consumer: &BaseConsumer<GroupContext>, tasks: &mut Ta
     };
     if let Err(e) = task.process(shared, tasks.alo.as_ref(), &input, now) {
         shared.metrics.kafka_errors.with_label_values(&[kafka::error_kind(&e)]).inc();
-        tracing::warn!(partition = %id, error = %e, "producing outputs failed; redoing the batch");
-        task.abort(shared);
-        let committed = task.committed;
-        rewind(shared, consumer, id, committed);
+        give_up(shared, consumer, task, &format_args!("producing outputs failed: {e}"));
     }
 }
 
@@ -378,10 +452,7 @@ fn tend_inputs(shared: &Shared, consumer: &BaseConsumer<GroupContext>, tasks: &m
         }
         if let Err(e) = task.advance_idle(shared, alo.as_ref(), now) {
             shared.metrics.kafka_errors.with_label_values(&[kafka::error_kind(&e)]).inc();
-            tracing::warn!(partition = %id, error = %e, "moving an idle partition on failed; redoing the batch");
-            task.abort(shared);
-            let committed = task.committed;
-            rewind(shared, consumer, *id, committed);
+            give_up(shared, consumer, task, &format_args!("moving an idle partition on failed: {e}"));
         }
     }
 }
@@ -393,7 +464,7 @@ pub(crate) fn consumer(shared: Arc<Shared>, stage: Stage) -> KafkaResult<BaseCon
     let alo = match shared.cfg.delivery {
         Delivery::AtLeastOnce => Some(
             kafka::producer(&shared.cfg, None)
-                .create_with_context(kafka::DeliveryContext { metrics: shared.metrics.clone() })?,
+                .create_with_context(kafka::DeliveryContext::new(shared.metrics.clone()))?,
         ),
         Delivery::ExactlyOnce => None,
     };
@@ -469,6 +540,9 @@ pub(crate) fn run(
         records = 0;
         shared.health.beat();
         tend_inputs(shared, &input, &mut ctx.lock());
+        for c in &consumers {
+            tend_tasks(shared, c, c.context().stage, &mut c.context().lock());
+        }
         let pending: u64 =
             consumers.iter().map(|c| c.context().lock().map.values().map(|t| t.pending).sum::<u64>()).sum();
         if last_commit.elapsed() >= shared.cfg.commit_interval || pending >= shared.cfg.max_batch {

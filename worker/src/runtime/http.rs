@@ -1,5 +1,6 @@
 //! The worker's HTTP endpoints: `/metrics` (Prometheus text format), `/healthz` (the processing loop is alive),
-//! `/readyz` (partitions assigned and no state restore in progress).
+//! `/readyz` (partitions assigned, no state restore in progress, no batch failing again and again); `/healthz` also
+//! fails when a partition with lag makes no progress for the stall timeout.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -30,7 +31,10 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
 async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
     match s.health.since_beat() {
         Some(d) if d > STUCK_AFTER => (StatusCode::SERVICE_UNAVAILABLE, format!("processing loop silent for {d:?}\n")),
-        _ => (StatusCode::OK, "ok\n".to_owned()),
+        _ => match s.health.stalled() {
+            Some(stalled) => (StatusCode::SERVICE_UNAVAILABLE, format!("{stalled}\n")),
+            None => (StatusCode::OK, "ok\n".to_owned()),
+        },
     }
 }
 
@@ -39,6 +43,8 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
         (StatusCode::OK, "ready\n".to_owned())
     } else if !s.health.assigned.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "waiting for a partition assignment\n".to_owned())
+    } else if let Some(blocked) = s.health.blocked() {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("{blocked}\n"))
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "restoring partition state\n".to_owned())
     }

@@ -3,7 +3,7 @@
 //! Order of settings: our defaults, then the user's properties, then what correctness depends on (these cannot be
 //! overridden: manual offsets, read_committed, idempotence, the transactional id).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
@@ -86,10 +86,31 @@ pub(crate) fn producer(cfg: &RuntimeConfig, transactional_id: Option<&str>) -> C
     c
 }
 
-/// Counts delivery outcomes of one producer.
+/// Counts delivery outcomes of one producer and keeps the first output the broker refused since it was last
+/// asked (`take_refusal`): a batch with a refused output must not commit its offsets.
 #[derive(Debug)]
 pub(crate) struct DeliveryContext {
     pub metrics: Arc<Metrics>,
+    refused: Mutex<Option<Refused>>,
+}
+
+/// An output that was not delivered: the topic and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("outputs to topic {topic} are refused: {error}")]
+pub(crate) struct Refused {
+    pub topic: String,
+    pub error: KafkaError,
+}
+
+impl DeliveryContext {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics, refused: Mutex::new(None) }
+    }
+
+    /// The first refusal since the last call, if any.
+    pub(crate) fn take_refusal(&self) -> Option<Refused> {
+        self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
 }
 
 impl ClientContext for DeliveryContext {
@@ -106,9 +127,19 @@ impl ProducerContext for DeliveryContext {
         use rdkafka::message::Message;
         match result {
             Ok(m) => self.metrics.records_produced.with_label_values(&[m.topic(), "delivered"]).inc(),
+            // Outputs of an aborted transaction, purged on purpose before `abort_transaction`.
+            Err((e, _))
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+                ) => {}
             Err((e, m)) => {
                 self.metrics.records_produced.with_label_values(&[m.topic(), "failed"]).inc();
-                tracing::warn!(error = %e, topic = m.topic(), "output not delivered");
+                let mut refused = self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if refused.is_none() {
+                    // One line per batch, not per output: the task logs the refusal when it gives the batch up.
+                    *refused = Some(Refused { topic: m.topic().to_owned(), error: e.clone() });
+                }
             }
         }
     }

@@ -46,6 +46,7 @@ pub struct Metrics {
     pub snapshot_bytes: IntGauge,
     pub restore_replayed: IntCounter,
     pub kafka_errors: IntCounterVec,
+    pub blocked_partitions: IntGauge,
     pub up: Gauge,
     zone_aggregate: GaugeVec,
     zone_anomalies: IntCounterVec,
@@ -212,6 +213,11 @@ impl Metrics {
                 opts("kafka_errors_total", "Errors reported by the Kafka client, by category."),
                 &["kind"],
             )?,
+            blocked_partitions: IntGauge::with_opts(opts(
+                "blocked_partitions",
+                "Partitions whose batches failed twice or more in a row (an output refused, a commit aborted): \
+                 paused for a backoff of up to 30 s between retries, and /readyz fails while there is one.",
+            ))?,
             up: Gauge::with_opts(opts("ready", "1 when the worker is assigned and restored (what /readyz says)."))?,
             zone_aggregate: GaugeVec::new(
                 opts("zone_aggregate", "Latest closed window value per zone (or other group) of an aggregation."),
@@ -267,6 +273,7 @@ impl Metrics {
         r.register(Box::new(self.snapshot_bytes.clone()))?;
         r.register(Box::new(self.restore_replayed.clone()))?;
         r.register(Box::new(self.kafka_errors.clone()))?;
+        r.register(Box::new(self.blocked_partitions.clone()))?;
         r.register(Box::new(self.up.clone()))?;
         r.register(Box::new(self.zone_aggregate.clone()))?;
         r.register(Box::new(self.zone_anomalies.clone()))?;

@@ -19,8 +19,8 @@ pub mod produce;
 mod repartition;
 mod restore;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -41,6 +41,18 @@ pub struct Health {
     pub restoring: AtomicUsize,
     pub stopping: AtomicBool,
     last_beat_ms: AtomicI64,
+    /// Per stage (input, merge), what its last housekeeping round found wrong.
+    trouble: Mutex<[Trouble; 2]>,
+}
+
+/// What is wrong with a stage's tasks, for /readyz and /healthz.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Trouble {
+    /// Tasks whose last batches failed twice or more in a row (waiting out their backoff), and the latest reason.
+    pub blocked: usize,
+    pub reason: Option<String>,
+    /// A task with lag that committed nothing for the stall timeout.
+    pub stalled: Option<String>,
 }
 
 fn now_ms() -> i64 {
@@ -58,7 +70,32 @@ impl Health {
     }
 
     pub fn ready(&self) -> bool {
-        self.assigned.load(Ordering::Relaxed) && self.restoring.load(Ordering::Relaxed) == 0
+        self.assigned.load(Ordering::Relaxed) && self.restoring.load(Ordering::Relaxed) == 0 && self.blocked().is_none()
+    }
+
+    fn trouble(&self) -> std::sync::MutexGuard<'_, [Trouble; 2]> {
+        self.trouble.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn set_trouble(&self, stage: usize, trouble: Trouble) {
+        self.trouble()[stage] = trouble;
+    }
+
+    /// Why batches keep failing, when some do: "N partition(s) retrying: <reason>".
+    pub fn blocked(&self) -> Option<String> {
+        let t = self.trouble();
+        let blocked: usize = t.iter().map(|s| s.blocked).sum();
+        let reason = t.iter().find_map(|s| s.reason.clone()).unwrap_or_default();
+        (blocked > 0).then(|| format!("{blocked} partition(s) retrying failed batches: {reason}"))
+    }
+
+    pub(crate) fn blocked_count(&self) -> usize {
+        self.trouble().iter().map(|s| s.blocked).sum()
+    }
+
+    /// A partition that makes no progress while it has lag, if there is one.
+    pub fn stalled(&self) -> Option<String> {
+        self.trouble().iter().find_map(|s| s.stalled.clone())
     }
 }
 

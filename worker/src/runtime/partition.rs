@@ -16,7 +16,7 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::{Producer, PurgeConfig};
 
 use super::bounded::{self, Stuck};
-use super::kafka::{self, OutputProducer};
+use super::kafka::{self, OutputProducer, Refused};
 use super::repartition::{self, Applied};
 use super::{Shared, now_ms};
 use crate::engine::{Idleness, MergeEngine, Outputs, PartialWindow, PartitionEngine, SourceProgress};
@@ -183,6 +183,15 @@ pub(crate) struct PartitionTask {
     out: Outputs,
     value: Vec<u8>,
     consumed: [u64; 2],
+    /// Batches given up in a row (aborted, refused, stuck); 0 after a commit. Sets the backoff.
+    pub failures: u32,
+    /// While set, the partition is paused and its batch waits to be redone (capped exponential backoff).
+    pub blocked_until: Option<Instant>,
+    /// Why the last batch was given up.
+    pub failure: Option<String>,
+    /// The last commit, or when the task last had no lag: a task with lag and no progress for the stall timeout
+    /// fails /healthz.
+    pub progress_at: Instant,
 }
 
 /// The steps of a commit already done for the open transaction.
@@ -214,6 +223,10 @@ pub(crate) enum CommitError {
     /// A call never returned; the producer was given up and the batch must be processed again.
     #[error(transparent)]
     Stuck(#[from] Stuck),
+    /// The broker refused an output of the batch (too large for the topic, topic deleted, no ACL): the batch is
+    /// aborted and redone after a backoff, since committing it would lose the output.
+    #[error(transparent)]
+    Refused(#[from] Refused),
 }
 
 /// Why a partition could not be made ready (producer, committed offset, restore).
@@ -259,6 +272,10 @@ impl PartitionTask {
             out: Outputs::default(),
             value: Vec::with_capacity(512),
             consumed: [0; 2],
+            failures: 0,
+            blocked_until: None,
+            failure: None,
+            progress_at: Instant::now(),
         }
     }
 
@@ -275,7 +292,7 @@ impl PartitionTask {
         let id = self.id().transactional_id(shared);
         let producer: Arc<OutputProducer> = Arc::new(
             kafka::producer(&shared.cfg, Some(&id))
-                .create_with_context(kafka::DeliveryContext { metrics: shared.metrics.clone() })?,
+                .create_with_context(kafka::DeliveryContext::new(shared.metrics.clone()))?,
         );
         let timeout = shared.kafka_timeout;
         bounded::call(&producer, "init_transactions", timeout, move |p| p.init_transactions(timeout))??;
@@ -501,6 +518,10 @@ impl PartitionTask {
             if !kafka::flush(producer, shared.kafka_timeout).map_err(CommitError::Aborted)? {
                 return Err(CommitError::Retry(KafkaError::Flush(rdkafka::types::RDKafkaErrorCode::OperationTimedOut)));
             }
+            // `commit_transaction` would fail too, but without saying which output and why.
+            if let Some(refused) = producer.context().take_refusal() {
+                return Err(CommitError::Refused(refused));
+            }
             self.commit_progress.committing = true;
         }
         let timeout = shared.kafka_timeout;
@@ -511,6 +532,7 @@ impl PartitionTask {
         self.in_txn = false;
         self.committed = Some(next);
         self.pending = 0;
+        self.succeeded();
         if std::mem::take(&mut self.commit_progress).snapshot {
             self.last_snapshot = Some(Instant::now());
             self.force_snapshot = false;
@@ -521,11 +543,17 @@ impl PartitionTask {
 
     /// Abandons the open transaction (exactly-once) and the state built since the last commit; the records are
     /// processed again from `committed`.
-    pub(crate) fn abort(&mut self, shared: &Shared) {
+    /// Returns the first output of the batch that the broker refused, if one was.
+    pub(crate) fn abort(&mut self, shared: &Shared) -> Option<Refused> {
+        let mut refused = None;
         if let Some(p) = &self.producer
             && self.in_txn
         {
-            match abort_transaction(p, shared.kafka_timeout) {
+            let aborted = abort_transaction(p, shared.kafka_timeout);
+            // Refusals of this batch's outputs (their reports served while aborting) are answered by redoing
+            // it; they must not fail the next one.
+            refused = p.context().take_refusal();
+            match aborted {
                 Ok(Ok(())) => shared.metrics.transactions.with_label_values(&["aborted"]).inc(),
                 Err(stuck) => self.give_up_producer(shared, &stuck),
                 Ok(Err(e)) => {
@@ -545,6 +573,7 @@ impl PartitionTask {
         self.last_snapshot = None;
         self.publishing = None;
         self.force_snapshot = false;
+        refused
     }
 
     /// At-least-once: a snapshot rides along before the flush that precedes the offset commit.
@@ -565,7 +594,30 @@ impl PartitionTask {
     pub(crate) fn committed_at_least_once(&mut self) {
         self.committed = self.next_offset;
         self.pending = 0;
+        self.succeeded();
         self.published = self.publishing.take().or(self.published);
+    }
+
+    /// A batch committed: the backoff starts over.
+    fn succeeded(&mut self) {
+        self.failures = 0;
+        self.failure = None;
+        self.progress_at = Instant::now();
+    }
+
+    /// The batch was given up (after `abort`): the partition waits `backoff(failures)` before it is redone, so an
+    /// output the broker keeps refusing costs a retry every 30 s at most, not a hot loop of restores.
+    pub(crate) fn back_off(&mut self, why: String) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let delay = backoff(self.failures);
+        self.blocked_until = Some(Instant::now() + delay);
+        self.failure = Some(why);
+        delay
+    }
+
+    /// The records the partition has and has not processed, when known.
+    pub(crate) fn lag(&self) -> Option<i64> {
+        Some((self.high_watermark? - self.next_offset.or(self.committed)?).max(0))
     }
 
     /// Updates the per-partition gauges.
@@ -725,5 +777,24 @@ fn json_error(_: &serde_json::Error) -> rdkafka::types::RDKafkaErrorCode {
     rdkafka::types::RDKafkaErrorCode::InvalidMessage
 }
 
+/// The wait before the `failures`-th retry of a batch given up: 250 ms, doubling, at most 30 s.
+pub(crate) fn backoff(failures: u32) -> Duration {
+    const FIRST: Duration = Duration::from_millis(250);
+    const CAP: Duration = Duration::from_secs(30);
+    FIRST.saturating_mul(1u32 << failures.saturating_sub(1).min(16)).min(CAP)
+}
+
 /// How long to wait between retries of a commit the broker did not finish.
 pub(crate) const RETRY_BACKOFF: Duration = Duration::from_millis(500);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_a_quarter_second_to_half_a_minute() {
+        let waits: Vec<u128> = (1..=10).map(|n| backoff(n).as_millis()).collect();
+        assert_eq!(waits, [250, 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
+        assert_eq!(backoff(u32::MAX), Duration::from_secs(30));
+    }
+}
