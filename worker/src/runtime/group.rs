@@ -137,7 +137,7 @@ impl ConsumerContext for GroupContext {
         tracing::info!(lost, assigned = %assigned(&tasks), "partitions revoked");
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let shared = &self.shared;
         let Rebalance::Assign(tpl) = rebalance else {
             if let Rebalance::Error(e) = rebalance {
@@ -146,6 +146,11 @@ impl ConsumerContext for GroupContext {
             return;
         };
         shared.metrics.rebalances.with_label_values(&["assign"]).inc();
+        // A partition paused for a backoff (`give_up`) and then taken away must not come back paused: its new
+        // task knows of no backoff to end.
+        if let Err(e) = consumer.resume(tpl) {
+            tracing::warn!(error = %e, "resuming assigned partitions failed");
+        }
         let mut tasks = self.lock();
         let now = now_ms();
         for id in tpl.elements().iter().filter_map(|e| TaskId::of(shared, e.topic(), e.partition())) {
