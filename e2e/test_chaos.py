@@ -26,7 +26,7 @@ import time
 import pytest
 
 from kafka_io import FAST_GROUP, create_topics, read_partitions, unique_pipeline, wait_caught_up, wait_merged, worker
-from verify import assert_exactly, assert_none_lost, ends_of, expected, outputs_committed
+from verify import assert_delivered, ends_of, expected, outputs_committed
 
 PARTITIONS = 4
 # 64 266 records at 4 000/s: 16 s of input, time for two or three faults.
@@ -136,7 +136,4 @@ def run_trial(worker_bin, bs, example_pipeline, work, rng, delivery, faults, log
             producer.wait()
     got = outputs_committed(bs, pipe.topics(), PARTITIONS)
     exp = expected(worker_bin, pipe.path, inputs, work)
-    if delivery == "exactlyOnce":
-        assert_exactly(got, exp)
-    else:
-        assert_none_lost(got, exp)
+    assert_delivered(got, exp, delivery)

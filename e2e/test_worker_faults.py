@@ -14,7 +14,7 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 
 from kafka_io import (create_topics, http_get, metric, read_partitions, unique_pipeline, wait_caught_up, wait_merged,
                       wait_until, worker)
-from verify import assert_exactly, assert_none_lost, ends_of, expected, outputs_committed
+from verify import assert_delivered, ends_of, expected, outputs_committed
 
 PARTITIONS = 2
 
@@ -91,7 +91,4 @@ def test_outputs_the_broker_refuses_are_retried_with_backoff_and_never_committed
         wait_until(lambda: http_get(port, "/readyz")[0] == 200, 60, "the worker to be ready again")
     got = outputs_committed(bs, pipe.topics(), PARTITIONS)
     exp = expected(worker_bin, pipe.path, inputs, tmp_path)
-    if delivery == "exactlyOnce":
-        assert_exactly(got, exp)
-    else:
-        assert_none_lost(got, exp)
+    assert_delivered(got, exp, delivery)

@@ -64,3 +64,11 @@ def assert_none_lost(got: dict[str, list], exp: dict[str, list]) -> None:
     for kind in KINDS:
         missing = set(canonical(exp[kind])) - set(canonical(got[kind]))
         assert not missing, f"{kind}: {len(missing)} lost, e.g. {sorted(missing)[:2]}"
+
+
+def assert_delivered(got: dict[str, list], exp: dict[str, list], delivery: str) -> None:
+    """What the delivery guarantee promises: exactly replay (exactlyOnce), or all of it (atLeastOnce)."""
+    if delivery == "exactlyOnce":
+        assert_exactly(got, exp)
+    else:
+        assert_none_lost(got, exp)
