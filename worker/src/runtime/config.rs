@@ -93,6 +93,10 @@ pub struct RunArgs {
     /// probe gets fresh Kafka clients); a batch that the broker keeps refusing shows on /readyz first.
     #[arg(long, env = "SENSORPIPE_STALL_TIMEOUT", default_value = "5m")]
     pub stall_timeout: Duration,
+    /// Limit of one blocking Kafka call (a transaction's commit or abort, an offset fetch, a restore's wait for
+    /// the next record); a commit that times out is called again.
+    #[arg(long, env = "SENSORPIPE_KAFKA_TIMEOUT", default_value = "30s")]
+    pub kafka_timeout: Duration,
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
     #[arg(long, env = "SENSORPIPE_HTTP_ADDR", default_value = "0.0.0.0:9090")]
     pub http_addr: SocketAddr,
@@ -138,6 +142,7 @@ pub struct RuntimeConfig {
     pub max_batch: u64,
     pub snapshot_interval: StdDuration,
     pub stall_timeout: StdDuration,
+    pub kafka_timeout: StdDuration,
     pub http_addr: SocketAddr,
     pub zone_gauge_limit: usize,
     /// librdkafka properties for every client, after the defaults.
@@ -259,6 +264,7 @@ impl RunArgs {
             max_batch: self.max_batch.max(1),
             snapshot_interval: self.snapshot_interval.into(),
             stall_timeout: self.stall_timeout.into(),
+            kafka_timeout: self.kafka_timeout.into(),
             http_addr: self.http_addr,
             zone_gauge_limit: self.zone_gauge_limit,
             kafka,

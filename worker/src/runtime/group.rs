@@ -56,6 +56,9 @@ impl std::fmt::Debug for GroupContext {
 pub enum RunError {
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    /// An error no retry fixes (see `kafka::is_fatal_for_worker`).
+    #[error("{0}; exiting so that the orchestrator restarts the worker")]
+    Fatal(String),
 }
 
 impl GroupContext {
@@ -163,6 +166,7 @@ impl ConsumerContext for GroupContext {
         // failure here is retried when the partition's first record is prepared.
         for task in tasks.map.values_mut().filter(|t| t.producer.is_none()) {
             if let Err(e) = task.ensure_producer(shared) {
+                fatal_check(shared, task.id(), &e);
                 shared.metrics.kafka_errors.with_label_values(&[e.kind()]).inc();
                 tracing::warn!(partition = task.partition, error = %e, "fencing older owners failed; retried later");
             }
@@ -199,6 +203,11 @@ fn commit_partitions(
                         Err(CommitError::Retry(e)) if !shared.health.stopping.load(Ordering::Relaxed) => {
                             tracing::warn!(partition = task.partition, error = %e, "commit not acknowledged; retrying");
                             std::thread::sleep(RETRY_BACKOFF);
+                        }
+                        Err(CommitError::Fenced(e)) if kafka::is_fatal_for_worker(&e) => {
+                            shared.health.fail(format!("committing partition {}: {e}", task.id()));
+                            give_up(shared, consumer, task, &e);
+                            break;
                         }
                         // Aborted, stuck, or fenced (either a newer owner has the partition and the coming rebalance
                         // takes the task away, or the transaction outlived `transaction.timeout.ms` while the
@@ -351,71 +360,101 @@ fn committed_offset(shared: &Shared, consumer: &BaseConsumer<GroupContext>, task
     }))
 }
 
-/// What to do with the record that triggered a restore.
-enum Prepared {
-    Process,
-    Skip,
-}
-
-/// Makes a task ready for `first`: fences older owners, reads where the group really stands (after fencing, so
-/// a zombie cannot commit behind our back), restores the state as of there.
+/// Makes a task ready for `first` (its first record, or the end of an idle partition): fences older owners, reads
+/// where the group really stands (after fencing, so a zombie cannot commit behind our back), and starts restoring
+/// the state as of there with the partition paused; `finish_restores` resumes it there.
 fn prepare(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     consumer: &BaseConsumer<GroupContext>,
     task: &mut PartitionTask,
     first: i64,
-    now_ms: i64,
-) -> Result<Prepared, TaskError> {
-    shared.health.restoring.fetch_add(1, Ordering::Relaxed);
-    let result = (|| {
-        if consumer.assignment_lost() {
-            // The group has taken the partition away and the rebalance saying so is still to be served: making a
-            // producer now would fence its new owner. The record is not processed; a later owner, or this worker
-            // when given the partition again, resumes from the committed offset.
-            return Ok(Prepared::Skip);
+) -> Result<(), TaskError> {
+    if consumer.assignment_lost() {
+        // The group has taken the partition away and the rebalance saying so is still to be served: making a
+        // producer now would fence its new owner. A later owner, or this worker when given the partition again,
+        // resumes from the committed offset.
+        return Ok(());
+    }
+    task.ensure_producer(shared)?;
+    let id = task.id();
+    let resume = committed_offset(shared, consumer, id)?.unwrap_or(first);
+    consumer.pause(&one(shared, id))?;
+    task.restoring = Some(restore::Pending::start(shared.clone(), id, resume));
+    Ok(())
+}
+
+/// A producer that cannot start for a reason no retry fixes (no permission for its `transactional.id`) ends the
+/// worker.
+fn fatal_check(shared: &Shared, id: TaskId, e: &TaskError) {
+    if let TaskError::Kafka(k) = e
+        && kafka::is_fatal_for_worker(k)
+    {
+        shared.health.fail(format!("starting the producer of partition {id}: {k}"));
+    }
+}
+
+/// Installs the states whose restore is over and resumes their partitions at the offset they were restored as
+/// of; a failed restore is retried after a pause.
+fn finish_restores(shared: &Shared, consumer: &BaseConsumer<GroupContext>, tasks: &mut Tasks) {
+    let now = Instant::now();
+    let clock = tasks.now_ms;
+    for (id, task) in &mut tasks.map {
+        let Some(pending) = &task.restoring else { continue };
+        // A restore is progress: a big state read for minutes must not look like a stalled partition.
+        task.progress_at = now;
+        let Some(result) = pending.take() else { continue };
+        let resume = pending.resume;
+        task.restoring = None;
+        match result {
+            Ok(mut engine) => {
+                if let TaskEngine::Input(e) = &mut engine {
+                    e.set_clock(clock);
+                }
+                task.engine = Some(engine);
+                task.committed = Some(resume);
+                task.next_offset = Some(resume);
+                task.resume_at = Some(resume);
+                rewind(shared, consumer, *id, Some(resume));
+                if task.blocked_until.is_none()
+                    && let Err(e) = consumer.resume(&one(shared, *id))
+                {
+                    tracing::warn!(partition = %id, error = %e, "resuming a restored partition failed; retried");
+                    task.blocked_until = Some(now + RETRY_BACKOFF);
+                }
+            }
+            Err(e) => {
+                shared.metrics.kafka_errors.with_label_values(&[e.kind()]).inc();
+                // Backs off like a batch given up: a log that ends before the committed offset fails every time.
+                let delay = task.back_off(format!("restore failed: {e}"));
+                tracing::warn!(partition = %id, error = %e, retry_in = ?delay, "restore failed; retried after the backoff");
+                // The records fetched meanwhile were dropped: the partition resumes where it was paused for.
+                rewind(shared, consumer, *id, Some(resume));
+            }
         }
-        task.ensure_producer(shared)?;
-        let id = task.id();
-        let resume = committed_offset(shared, consumer, id)?.unwrap_or(first);
-        let (mut engine, _) = restore::restore(shared, id, resume)?;
-        if let TaskEngine::Input(e) = &mut engine {
-            e.set_clock(now_ms);
-        }
-        task.engine = Some(engine);
-        task.committed = Some(resume);
-        task.next_offset = Some(resume);
-        task.resume_at = Some(resume);
-        if resume < first {
-            consumer.seek(id.topic(shared), id.partition, Offset::Offset(resume), shared.kafka_timeout)?;
-            return Ok(Prepared::Skip);
-        }
-        Ok(if first < resume { Prepared::Skip } else { Prepared::Process })
-    })();
-    shared.health.restoring.fetch_sub(1, Ordering::Relaxed);
-    result
+    }
 }
 
 fn handle(shared: &Shared, consumer: &BaseConsumer<GroupContext>, tasks: &mut Tasks, m: &BorrowedMessage<'_>) {
     let Some(id) = TaskId::of(shared, m.topic(), m.partition()) else { return };
     let now = tasks.now_ms;
     let Some(task) = tasks.map.get_mut(&id) else { return };
-    if task.blocked_until.is_some() {
-        // Fetched before the pause; the batch is redone from the committed offset once the backoff is over.
+    if task.blocked_until.is_some() || task.restoring.is_some() {
+        // Fetched before the pause; the batch is redone from the committed offset once the partition resumes.
         return;
     }
     if task.engine.is_none() {
-        match prepare(shared, consumer, task, m.offset(), now) {
-            Ok(Prepared::Process) => {}
-            Ok(Prepared::Skip) => return,
-            Err(e) => {
-                shared.metrics.kafka_errors.with_label_values(&[e.kind()]).inc();
-                tracing::warn!(partition = %id, error = %e, "restore failed; retrying");
-                task.engine = None;
-                rewind(shared, consumer, id, Some(m.offset()));
-                std::thread::sleep(RETRY_BACKOFF);
-                return;
+        if let Err(e) = prepare(&consumer.context().shared, consumer, task, m.offset()) {
+            fatal_check(shared, id, &e);
+            shared.metrics.kafka_errors.with_label_values(&[e.kind()]).inc();
+            tracing::warn!(partition = %id, error = %e, "preparing a restore failed; retrying");
+            rewind(shared, consumer, id, Some(m.offset()));
+            task.blocked_until = Some(Instant::now() + RETRY_BACKOFF);
+            task.failure = Some(format!("preparing a restore failed: {e}"));
+            if let Err(e) = consumer.pause(&one(shared, id)) {
+                tracing::warn!(partition = %id, error = %e, "pausing the partition failed");
             }
         }
+        return;
     }
     if task.resume_at.is_some_and(|r| m.offset() < r) {
         return;
@@ -449,11 +488,14 @@ fn tend_inputs(shared: &Shared, consumer: &BaseConsumer<GroupContext>, tasks: &m
         }
         if task.engine.is_none() {
             let Some(end) = task.fetch.end.filter(|_| task.fetch.caught_up) else { continue };
-            if let Err(e) = prepare(shared, consumer, task, end, now) {
+            if task.restoring.is_none()
+                && task.blocked_until.is_none()
+                && let Err(e) = prepare(&consumer.context().shared, consumer, task, end)
+            {
                 shared.metrics.kafka_errors.with_label_values(&[e.kind()]).inc();
                 tracing::warn!(partition = %id, error = %e, "restoring an idle partition failed; retried later");
-                continue;
             }
+            continue;
         }
         if let Err(e) = task.advance_idle(shared, alo.as_ref(), now) {
             shared.metrics.kafka_errors.with_label_values(&[kafka::error_kind(&e)]).inc();
@@ -543,7 +585,13 @@ pub(crate) fn run(
             }
         }
         records = 0;
+        if let Some(why) = shared.health.fatal() {
+            return Err(RunError::Fatal(why));
+        }
         shared.health.beat();
+        for c in &consumers {
+            finish_restores(shared, c, &mut c.context().lock());
+        }
         tend_inputs(shared, &input, &mut ctx.lock());
         for c in &consumers {
             tend_tasks(shared, c, c.context().stage, &mut c.context().lock());

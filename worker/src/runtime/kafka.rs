@@ -171,6 +171,24 @@ pub(crate) fn error_kind(e: &KafkaError) -> &'static str {
     }
 }
 
+/// A fatal transactional error that a new producer would meet again — the worker's own identity or permissions
+/// (`transactional.id` or cluster authorization, an unsupported broker), an invalid transaction state — answered
+/// by exiting non-zero. Fencing is not one: a newer owner has the partition, or the coordinator timed the
+/// transaction out, and that task alone drops its batch and redoes it with a new producer (as Kafka Streams
+/// handles a migrated task).
+pub(crate) fn is_fatal_for_worker(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::Transaction(t) if t.is_fatal() => !matches!(
+            t.code(),
+            RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::TransactionCoordinatorFenced
+        ),
+        _ => false,
+    }
+}
+
 /// Sends a record, waiting while the producer queue is full: the backpressure that bounds memory when the broker
 /// or the outputs are slow.
 pub(crate) fn send(

@@ -43,6 +43,8 @@ pub struct Health {
     last_beat_ms: AtomicI64,
     /// Per stage (input, merge), what its last housekeeping round found wrong.
     trouble: Mutex<[Trouble; 2]>,
+    /// A fatal error no retry fixes; the loop exits with it (non-zero, so the orchestrator restarts the worker).
+    fatal: Mutex<Option<String>>,
 }
 
 /// What is wrong with a stage's tasks, for /readyz and /healthz.
@@ -91,6 +93,19 @@ impl Health {
 
     pub(crate) fn blocked_count(&self) -> usize {
         self.trouble().iter().map(|s| s.blocked).sum()
+    }
+
+    /// Records a fatal error (the first one wins); the group loop stops with it at its next round.
+    pub(crate) fn fail(&self, why: String) {
+        let mut fatal = self.fatal.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if fatal.is_none() {
+            tracing::error!(error = why, "fatal error; the worker exits");
+            *fatal = Some(why);
+        }
+    }
+
+    pub fn fatal(&self) -> Option<String> {
+        self.fatal.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// A partition that makes no progress while it has lag, if there is one.
@@ -174,7 +189,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new(&cfg.name, cfg.zone_gauge_limit)?);
     metrics.initialise_topics(&cfg.topics);
     let health = Arc::new(Health::default());
-    let kafka_timeout = Duration::from_secs(30);
+    let kafka_timeout = cfg.kafka_timeout;
     tracing::info!(
         pipeline = %cfg.name,
         bootstrap = %cfg.bootstrap_servers,

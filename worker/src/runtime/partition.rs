@@ -150,6 +150,8 @@ pub(crate) struct PartitionTask {
     pub stage: Stage,
     /// `None` until the state is restored (first record after assignment, or after an aborted batch).
     pub engine: Option<TaskEngine>,
+    /// The restore under way, its partition paused meanwhile.
+    pub restoring: Option<super::restore::Pending>,
     /// Exactly-once: this partition's transactional producer, created on first use (which fences older owners).
     /// Shared with the helper thread of a transactional call (`bounded`), which may outlive a producer given up.
     pub producer: Option<Arc<OutputProducer>>,
@@ -254,6 +256,7 @@ impl PartitionTask {
             partition: id.partition,
             stage: id.stage,
             engine: None,
+            restoring: None,
             producer: None,
             in_txn: false,
             commit_progress: CommitProgress::default(),

@@ -7,12 +7,19 @@
 //! records from the same state gives the same state; a snapshot is a function of the offset it was taken at,
 //! which also makes a snapshot from an aborted transaction (visible on brokers that do not filter them) valid.
 //! See docs/runtime.md.
+//!
+//! A restore runs on a thread of its own ([`Pending`]) while its partition is paused, so the group loop goes on
+//! polling — the group's `max.poll.interval.ms`, the other partitions' batches and their transactions' timeouts
+//! never wait for a big state to be read. It holds at most two snapshots in memory (the best so far and the one
+//! being reassembled), and it fails rather than returns a state short of the committed offset.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Headers;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -43,6 +50,86 @@ impl Source {
     }
 }
 
+/// Why a restore gave no state.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RestoreError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// The log ends before the committed offset: the records the state must include are not there (the topic
+    /// was recreated, or an unclean leader election truncated it).
+    #[error(
+        "the replay of {topic}/{partition} ended at offset {reached}, before the committed offset {resume}: the log \
+         was truncated or recreated; reset the group's offsets to go on without that state"
+    )]
+    Short { topic: String, partition: i32, reached: i64, resume: i64 },
+    /// The partition was taken away while restoring.
+    #[error("cancelled")]
+    Cancelled,
+    #[error("the restore thread ended without a result")]
+    Lost,
+}
+
+impl RestoreError {
+    /// The metric label of the error (`kafka_errors_total{kind}`).
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            RestoreError::Kafka(e) => kafka::error_kind(e),
+            RestoreError::Short { .. } => "restore_short",
+            RestoreError::Cancelled | RestoreError::Lost => "restore",
+        }
+    }
+}
+
+/// A restore in progress on its own thread; dropping it (the partition was revoked) cancels the read.
+pub(crate) struct Pending {
+    /// The input offset the state is restored as of, where the consumer resumes.
+    pub resume: i64,
+    cancel: Arc<AtomicBool>,
+    result: mpsc::Receiver<Result<TaskEngine, RestoreError>>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").field("resume", &self.resume).finish_non_exhaustive()
+    }
+}
+
+impl Pending {
+    /// Starts restoring `task` as of `resume`; `/readyz` fails until it is done.
+    pub(crate) fn start(shared: Arc<Shared>, task: TaskId, resume: i64) -> Self {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (tx, result) = mpsc::sync_channel(1);
+        shared.health.restoring.fetch_add(1, Ordering::Relaxed);
+        let (flag, counted) = (cancel.clone(), shared.clone());
+        let spawned = std::thread::Builder::new().name(format!("restore-{task}")).spawn(move || {
+            let restored = restore(&shared, task, resume, &flag).map(|(engine, _)| engine);
+            shared.health.restoring.fetch_sub(1, Ordering::Relaxed);
+            let _ = tx.send(restored);
+        });
+        if let Err(e) = spawned {
+            // The closure (and its sender) is gone: `take` answers `Lost`, and the partition retries.
+            tracing::error!(partition = %task, error = %e, "starting a restore thread failed");
+            counted.health.restoring.fetch_sub(1, Ordering::Relaxed);
+        }
+        Self { resume, cancel, result }
+    }
+
+    /// The result, once the restore is over.
+    pub(crate) fn take(&self) -> Option<Result<TaskEngine, RestoreError>> {
+        match self.result.try_recv() {
+            Ok(result) => Some(result),
+            Err(mpsc::TryRecvError::Empty) => None,
+            Err(mpsc::TryRecvError::Disconnected) => Some(Err(RestoreError::Lost)),
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
 /// A task's empty state.
 fn fresh(shared: &Shared, task: TaskId) -> TaskEngine {
     match task.stage {
@@ -59,10 +146,15 @@ fn decode(shared: &Shared, task: TaskId, bytes: &[u8]) -> Result<TaskEngine, cra
 }
 
 /// The state of `task` as of offset `resume` of its topic.
-pub(crate) fn restore(shared: &Shared, task: TaskId, resume: i64) -> KafkaResult<(TaskEngine, Source)> {
+pub(crate) fn restore(
+    shared: &Shared,
+    task: TaskId,
+    resume: i64,
+    cancel: &AtomicBool,
+) -> Result<(TaskEngine, Source), RestoreError> {
     let started = Instant::now();
     let partition = task.to_string();
-    let (engine, source, from) = match latest_snapshot(shared, task, resume)? {
+    let (engine, source, from) = match latest_snapshot(shared, task, resume, cancel)? {
         Some((offset, bytes)) => match decode(shared, task, &bytes) {
             Ok(engine) => (engine, Source::Snapshot, offset),
             Err(e) => {
@@ -78,7 +170,7 @@ pub(crate) fn restore(shared: &Shared, task: TaskId, resume: i64) -> KafkaResult
     {
         e.emit_partials(task.partition);
     }
-    let replayed = if from < resume { replay(shared, task, from, resume, &mut engine)? } else { 0 };
+    let replayed = if from < resume { replay(shared, task, from, resume, &mut engine, cancel)? } else { 0 };
     let m = &shared.metrics;
     m.restores.with_label_values(&[source.as_str()]).inc();
     m.restore_replayed.inc_by(replayed);
@@ -110,7 +202,12 @@ struct Building {
 }
 
 /// The newest complete snapshot of `task` taken at an offset ≤ `resume`.
-fn latest_snapshot(shared: &Shared, task: TaskId, resume: i64) -> KafkaResult<Option<(i64, Vec<u8>)>> {
+fn latest_snapshot(
+    shared: &Shared,
+    task: TaskId,
+    resume: i64,
+    cancel: &AtomicBool,
+) -> Result<Option<(i64, Vec<u8>)>, RestoreError> {
     let topic = &shared.cfg.topics.state;
     let state_partition = task.partition % shared.state_partitions.max(1);
     let consumer: BaseConsumer = kafka::reader(&shared.cfg, false).create()?;
@@ -126,7 +223,7 @@ fn latest_snapshot(shared: &Shared, task: TaskId, resume: i64) -> KafkaResult<Op
     let prefix = task.snapshot_prefix();
     let mut best: Option<(i64, Vec<u8>)> = None;
     let mut building: Option<Building> = None;
-    for message in read_until(&consumer, i64::MAX, shared.kafka_timeout) {
+    for message in read_until(&consumer, i64::MAX, shared.kafka_timeout, cancel) {
         let message = message?;
         let key = message.key().and_then(|k| std::str::from_utf8(k).ok()).unwrap_or_default();
         if !key.starts_with(&prefix) {
@@ -164,8 +261,16 @@ fn latest_snapshot(shared: &Shared, task: TaskId, resume: i64) -> KafkaResult<Op
     Ok(best)
 }
 
-/// Processes the records `[from, to)` of the task's partition into its state, discarding outputs.
-fn replay(shared: &Shared, task: TaskId, from: i64, to: i64, engine: &mut TaskEngine) -> KafkaResult<u64> {
+/// Processes the records `[from, to)` of the task's partition into its state, discarding outputs; fails when the
+/// log ends before `to`.
+fn replay(
+    shared: &Shared,
+    task: TaskId,
+    from: i64,
+    to: i64,
+    engine: &mut TaskEngine,
+    cancel: &AtomicBool,
+) -> Result<u64, RestoreError> {
     let partition = task.partition;
     let consumer: BaseConsumer = kafka::reader(&shared.cfg, true).create()?;
     let mut tpl = TopicPartitionList::new();
@@ -174,8 +279,10 @@ fn replay(shared: &Shared, task: TaskId, from: i64, to: i64, engine: &mut TaskEn
     let mut out = Outputs::default();
     let mut n = 0u64;
     let mut first = true;
-    for message in read_until(&consumer, to, shared.kafka_timeout) {
+    let mut next = from;
+    for message in read_until(&consumer, to, shared.kafka_timeout, cancel) {
         let message = message?;
+        next = message.offset() + 1;
         if first && message.offset() > from {
             tracing::warn!(
                 partition,
@@ -196,6 +303,23 @@ fn replay(shared: &Shared, task: TaskId, from: i64, to: i64, engine: &mut TaskEn
         out.clear();
         n += 1;
     }
+    if next < to {
+        // The read ended at the partition's end below `to`. What is left may be only transaction markers and
+        // aborted records, which a read_committed reader never sees: the consumer's position, or else the end of
+        // the log, says whether `to` is really there.
+        let position =
+            consumer.position()?.find_partition(task.topic(shared), partition).and_then(|e| match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            });
+        let reached = match position {
+            Some(p) if p >= to => p,
+            _ => consumer.fetch_watermarks(task.topic(shared), partition, shared.kafka_timeout)?.1,
+        };
+        if reached < to {
+            return Err(RestoreError::Short { topic: task.topic(shared).to_owned(), partition, reached, resume: to });
+        }
+    }
     Ok(n)
 }
 
@@ -209,15 +333,21 @@ fn is_transport(e: &KafkaError) -> bool {
 /// Messages of the single assigned partition up to (not including) offset `end`, or until the partition's end
 /// (the end-of-partition event: the high watermark, or the last stable offset when reading committed records).
 /// Gives up with a timeout error when nothing arrives for `idle`.
+/// Ends with `Cancelled` once `cancel` is set.
 fn read_until<'a>(
     consumer: &'a BaseConsumer,
     end: i64,
     idle: Duration,
-) -> impl Iterator<Item = KafkaResult<rdkafka::message::BorrowedMessage<'a>>> + 'a {
+    cancel: &'a AtomicBool,
+) -> impl Iterator<Item = Result<rdkafka::message::BorrowedMessage<'a>, RestoreError>> + 'a {
     let mut last_progress = Instant::now();
     let mut done = false;
     std::iter::from_fn(move || {
         while !done {
+            if cancel.load(Ordering::Relaxed) {
+                done = true;
+                return Some(Err(RestoreError::Cancelled));
+            }
             match consumer.poll(Duration::from_millis(50)) {
                 Some(Ok(m)) => {
                     last_progress = Instant::now();
@@ -230,12 +360,12 @@ fn read_until<'a>(
                     return Some(Ok(m));
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => done = true,
-                Some(Err(e)) if !is_transport(&e) => return Some(Err(e)),
+                Some(Err(e)) if !is_transport(&e) => return Some(Err(e.into())),
                 // A broker of the bootstrap list being down is news, not a failure of this read: librdkafka goes
                 // on with the others (and the partition's new leader), so it counts as an empty poll.
                 _ if last_progress.elapsed() > idle => {
                     done = true;
-                    return Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OperationTimedOut)));
+                    return Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OperationTimedOut).into()));
                 }
                 _ => {}
             }
