@@ -72,3 +72,12 @@ def kafka(tmp_path_factory):
         return
     with kafka_cluster(tmp_path_factory.mktemp("kafka"), security=True) as cluster:
         yield _shared(cluster.describe())
+
+
+@pytest.fixture(scope="session")
+def kafka3(tmp_path_factory):
+    """A 3-node KRaft cluster (replication factor 3, `min.insync.replicas=2`) for the tests that kill brokers:
+    started once, when a test first asks for it. A test that stops a node starts it again before it ends."""
+    with kafka_cluster(tmp_path_factory.mktemp("kafka3"), nodes=3) as cluster:
+        yield cluster
+

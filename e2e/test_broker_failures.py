@@ -7,8 +7,8 @@ equals `replay` of the input — nothing lost, nothing twice.
 The group coordinator's death is the case that used to stall the worker for good: librdkafka's
 `send_offsets_to_transaction` then waits past its timeout (runtime/bounded.rs says how the worker gets out).
 
-The 3-node cluster is started once for the module; a killed node is started again after its test, so each test
-begins with all three.
+The 3-node cluster is the session's (`kafka3`, shared with the chaos trials); a killed node is started again
+after its test, so each test begins with all three.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from brokers import KafkaCluster, kafka_cluster
+from brokers import KafkaCluster
 from kafka_io import Pipeline, committed_once, create_topics, read_partitions, unique_pipeline, wait_caught_up, \
     wait_merged, wait_until, worker
 from verify import assert_exactly, ends_of, expected, outputs_committed
@@ -29,10 +29,9 @@ PARTITIONS = 4
 SIMULATION = ["--sensors", "30", "--duration", "6h", "--rate", "1500"]
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    with kafka_cluster(tmp_path_factory.mktemp("kafka3"), nodes=3) as c:
-        yield c
+@pytest.fixture
+def cluster(kafka3):
+    return kafka3
 
 
 def run_through(worker_bin, pipe: Pipeline, cluster: KafkaCluster, work, failure) -> None:

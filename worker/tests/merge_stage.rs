@@ -132,7 +132,7 @@ fn a_restored_merge_stage_goes_on_exactly_where_it_stopped() {
         let mut head = p.merge_engine();
         let mut out = Vec::new();
         (0..cut).for_each(|i| step(&mut head, &mut out, i));
-        let mut restored = p.restore_merge(&head.snapshot()).unwrap();
+        let (mut restored, _) = p.restore_merge(&head.snapshot()).unwrap();
         (cut..STEPS).for_each(|i| step(&mut restored, &mut out, i));
         assert_eq!(out, expected, "cut after {cut} steps");
     }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::plan::Plan;
+use super::snapshot::Migration;
 use super::window::Acc;
 use crate::records::Aggregate;
 
@@ -191,13 +192,23 @@ impl MergeEngine {
         self.state.open.len()
     }
 
-    /// The state, encoded like a partition engine's (magic, version, pipeline fingerprint, postcard).
+    /// The state, encoded like a partition engine's (`snapshot`).
     pub fn snapshot(&self) -> Vec<u8> {
-        super::snapshot::encode_merge(&self.state, self.plan.fingerprint)
+        super::snapshot::encode_merge(&self.state, &self.plan.signature)
     }
 
-    pub(super) fn restore(plan: Arc<Plan>, bytes: &[u8]) -> Result<Self, super::SnapshotError> {
-        let state = super::snapshot::decode_merge(bytes, plan.fingerprint)?;
-        Ok(Self { plan, state })
+    /// The merge stage as of a snapshot; windows of aggregations changed since are dropped.
+    pub(super) fn restore(plan: Arc<Plan>, bytes: &[u8]) -> Result<(Self, Migration), super::SnapshotError> {
+        let decoded = super::snapshot::decode_merge(bytes, &plan.signature)?;
+        let mut state = decoded.state;
+        if !decoded.map.keeps_all() {
+            let open = std::mem::take(&mut state.open);
+            let new_index = |old: usize| decoded.map.aggregations.iter().position(|o| *o == Some(old));
+            state.open = open
+                .into_iter()
+                .filter_map(|((end, old, key, start), by_source)| Some(((end, new_index(old)?, key, start), by_source)))
+                .collect();
+        }
+        Ok((Self { plan, state }, decoded.migration))
     }
 }

@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 pub use idle::Idleness;
 pub use merge::{MergeEngine, Merged, MetricAcc, PartialWindow, SourceProgress};
-pub use snapshot::SnapshotError;
+pub use snapshot::{Migration, SnapshotError};
 
 use intern::{Interner, NONE};
 use plan::{GroupBy, Plan};
@@ -65,8 +65,17 @@ impl Pipeline {
 
     /// An engine continuing from [`PartitionEngine::snapshot`].
     pub fn restore(&self, snapshot: &[u8]) -> Result<PartitionEngine, SnapshotError> {
-        let state = snapshot::decode(snapshot, self.plan.fingerprint)?;
-        Ok(PartitionEngine::from_state(self.plan.clone(), state))
+        self.restore_migrating(snapshot).map(|(engine, _)| engine)
+    }
+
+    /// An engine continuing from a snapshot taken with this definition or an earlier compatible one (the same
+    /// input fields and event-time bounds): rules and aggregations unchanged by name and definition keep their
+    /// state, the others start empty, as the [`Migration`] lists.
+    pub fn restore_migrating(&self, snapshot: &[u8]) -> Result<(PartitionEngine, Migration), SnapshotError> {
+        let decoded = snapshot::decode(snapshot, &self.plan.signature)?;
+        let state =
+            if decoded.map.keeps_all() { decoded.state } else { decoded.state.migrate(&decoded.map, &self.plan) };
+        Ok((PartitionEngine::from_state(self.plan.clone(), state), decoded.migration))
     }
 
     /// A fresh merge stage for one repartition partition (zone and label windows across input partitions).
@@ -74,8 +83,9 @@ impl Pipeline {
         MergeEngine::new(self.plan.clone())
     }
 
-    /// A merge stage continuing from [`MergeEngine::snapshot`].
-    pub fn restore_merge(&self, snapshot: &[u8]) -> Result<MergeEngine, SnapshotError> {
+    /// A merge stage continuing from [`MergeEngine::snapshot`] (of this or a compatible definition, as
+    /// [`Pipeline::restore_migrating`]).
+    pub fn restore_merge(&self, snapshot: &[u8]) -> Result<(MergeEngine, Migration), SnapshotError> {
         MergeEngine::restore(self.plan.clone(), snapshot)
     }
 
@@ -193,6 +203,45 @@ impl State {
     }
 }
 
+impl State {
+    /// This state as the plan `map` was made for needs it: each rule's and aggregation's state moved to the
+    /// rule's index in the new plan, empty for a rule new or changed, gone for one removed.
+    fn migrate(mut self, map: &snapshot::RuleMap, plan: &Plan) -> Self {
+        for sensor in &mut self.sensor_state {
+            let old = std::mem::take(&mut sensor.thresholds);
+            sensor.thresholds =
+                map.thresholds.iter().map(|j| j.and_then(|j| old.get(j).copied()).unwrap_or_default()).collect();
+            let mut old = std::mem::take(&mut sensor.spikes);
+            sensor.spikes = map
+                .spikes
+                .iter()
+                .map(|j| j.and_then(|j| old.get_mut(j).map(std::mem::take)).unwrap_or_default())
+                .collect();
+        }
+        let mut old = std::mem::take(&mut self.windows);
+        self.windows = map
+            .aggregations
+            .iter()
+            .map(|j| j.and_then(|j| old.get_mut(j).map(std::mem::take)).unwrap_or_default())
+            .collect();
+        if !map.silence {
+            // A new or changed silence rule: every sensor seen so far gets a deadline under the new timeout, none
+            // is silent (an episode open under the old rule ends unreported; the new rule reports afresh).
+            self.silence = SilenceQueue::default();
+            let timeout = plan.silence.as_ref().map(|s| s.timeout_ms);
+            for (i, sensor) in self.sensor_state.iter_mut().enumerate() {
+                sensor.silent = false;
+                if let Some(timeout) = timeout
+                    && sensor.last_seen != i64::MIN
+                {
+                    self.silence.schedule(sensor.last_seen.saturating_add(timeout), i as u32);
+                }
+            }
+        }
+        self
+    }
+}
+
 /// The engine state of one input partition.
 #[derive(Debug)]
 pub struct PartitionEngine {
@@ -297,7 +346,7 @@ impl PartitionEngine {
 
     /// The whole partition state, to restore with [`Pipeline::restore`].
     pub fn snapshot(&self) -> Vec<u8> {
-        snapshot::encode(&self.state, self.plan.fingerprint)
+        snapshot::encode(&self.state, &self.plan.signature)
     }
 
     /// Readings so far that were behind the watermark but within the allowed lateness (cheap, unlike `stats`).

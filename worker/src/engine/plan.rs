@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::snapshot::Signature;
 use crate::model::{Direction, Function, PipelineDefinition, Severity, WindowKind};
 use crate::parse::ReadingParser;
 
@@ -72,8 +73,9 @@ pub(crate) struct Plan {
     pub(crate) spikes: Vec<SpikePlan>,
     pub(crate) silence: Option<SilencePlan>,
     pub(crate) aggregations: Vec<AggregationPlan>,
-    /// Identifies the definition, so a snapshot is never restored into a different pipeline.
-    pub(crate) fingerprint: u64,
+    /// What a snapshot of this plan's state is built with (`snapshot`): which parts of a snapshot taken with
+    /// another definition can be restored.
+    pub(crate) signature: Signature,
 }
 
 impl Plan {
@@ -153,7 +155,14 @@ impl Plan {
                 }
             })
             .collect();
-        let canonical = serde_json::to_vec(def).unwrap_or_default();
+        let signature = Signature {
+            core: fingerprint(&(fields, &p.event_time.max_out_of_orderness, &p.event_time.allowed_lateness)),
+            thresholds: p.thresholds.iter().map(|t| (t.name.clone(), fingerprint(t))).collect(),
+            spikes: p.spikes.iter().map(|s| (s.name.clone(), fingerprint(s))).collect(),
+            silence: p.silence.as_ref().map(|s| (s.name.clone(), fingerprint(s))),
+            aggregations: p.aggregations.iter().map(|a| (a.name.clone(), fingerprint(a))).collect(),
+            whole: fingerprint(def),
+        };
         Self {
             parser: ReadingParser::new(fields),
             metric_names: fields.metrics.clone(),
@@ -167,7 +176,12 @@ impl Plan {
             spikes,
             silence,
             aggregations,
-            fingerprint: xxhash_rust::xxh3::xxh3_64(&canonical),
+            signature,
         }
     }
+}
+
+/// xxh3 of a definition's canonical JSON.
+fn fingerprint<T: serde::Serialize + ?Sized>(def: &T) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(&serde_json::to_vec(def).unwrap_or_default())
 }

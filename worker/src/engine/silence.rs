@@ -42,6 +42,11 @@ impl SilenceQueue {
         returning.then_some(previous)
     }
 
+    /// Queues a deadline for `sensor` (a restore under a new silence rule).
+    pub(crate) fn schedule(&mut self, deadline: i64, sensor: u32) {
+        self.0.push(Reverse((deadline, sensor)));
+    }
+
     /// The earliest queued deadline (possibly older than its sensor's real one).
     pub(crate) fn earliest(&self) -> Option<i64> {
         self.0.peek().map(|Reverse((deadline, _))| *deadline)

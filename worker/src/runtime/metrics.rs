@@ -188,7 +188,10 @@ impl Metrics {
                 LATENCY_BUCKETS,
             ))?,
             restores: IntCounterVec::new(
-                opts("restores_total", "Partition state restores, by source (snapshot, empty, incompatible)."),
+                opts(
+                    "restores_total",
+                    "Partition state restores, by source (snapshot, migrated, empty, incompatible).",
+                ),
                 &["source"],
             )?,
             restore_duration: Histogram::with_opts(hopts(
@@ -301,7 +304,7 @@ impl Metrics {
         for outcome in ["committed", "aborted", "failed"] {
             self.transactions.with_label_values(&[outcome]);
         }
-        for source in ["snapshot", "empty", "incompatible"] {
+        for source in ["snapshot", "migrated", "empty", "incompatible"] {
             self.restores.with_label_values(&[source]);
         }
         for kind in

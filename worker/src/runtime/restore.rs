@@ -34,9 +34,13 @@ use crate::engine::Outputs;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Source {
     Snapshot,
+    /// A snapshot of an earlier compatible definition: unchanged rules and aggregations kept their state, the
+    /// others started empty.
+    Migrated,
     /// No usable snapshot: the state starts empty at the resume offset.
     Empty,
-    /// A snapshot of a different pipeline definition: the state starts empty at the resume offset.
+    /// A snapshot of a definition with other input fields or event-time bounds: the state starts empty at the
+    /// resume offset.
     Incompatible,
 }
 
@@ -44,6 +48,7 @@ impl Source {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Source::Snapshot => "snapshot",
+            Source::Migrated => "migrated",
             Source::Empty => "empty",
             Source::Incompatible => "incompatible",
         }
@@ -138,10 +143,14 @@ fn fresh(shared: &Shared, task: TaskId) -> TaskEngine {
     }
 }
 
-fn decode(shared: &Shared, task: TaskId, bytes: &[u8]) -> Result<TaskEngine, crate::engine::SnapshotError> {
+fn decode(
+    shared: &Shared,
+    task: TaskId,
+    bytes: &[u8],
+) -> Result<(TaskEngine, crate::engine::Migration), crate::engine::SnapshotError> {
     match task.stage {
-        Stage::Input => shared.pipeline.restore(bytes).map(TaskEngine::Input),
-        Stage::Merge => shared.pipeline.restore_merge(bytes).map(TaskEngine::Merge),
+        Stage::Input => shared.pipeline.restore_migrating(bytes).map(|(e, m)| (TaskEngine::Input(e), m)),
+        Stage::Merge => shared.pipeline.restore_merge(bytes).map(|(e, m)| (TaskEngine::Merge(e), m)),
     }
 }
 
@@ -156,7 +165,12 @@ pub(crate) fn restore(
     let partition = task.to_string();
     let (engine, source, from) = match latest_snapshot(shared, task, resume, cancel)? {
         Some((offset, bytes)) => match decode(shared, task, &bytes) {
-            Ok(engine) => (engine, Source::Snapshot, offset),
+            Ok((engine, migration)) if migration.is_empty() => (engine, Source::Snapshot, offset),
+            Ok((engine, migration)) => {
+                tracing::info!(partition, reset = ?migration.reset, dropped = ?migration.dropped,
+                    "snapshot of an earlier definition: unchanged rules keep their state, these start empty");
+                (engine, Source::Migrated, offset)
+            }
             Err(e) => {
                 tracing::warn!(partition, error = %e, "snapshot not usable; starting with empty state");
                 (fresh(shared, task), Source::Incompatible, resume)
