@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from brokers import KafkaCluster
+from brokers import KafkaCluster, kafka_cluster
 from kafka_io import Pipeline, committed_once, create_topics, read_partitions, unique_pipeline, wait_caught_up, \
     wait_merged, wait_until, worker
 from verify import assert_exactly, ends_of, expected, outputs_committed
