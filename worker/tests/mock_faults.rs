@@ -159,8 +159,13 @@ impl Worker {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().unwrap()
+    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let mut status = None;
+        wait(timeout, "the worker to exit", || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        status.unwrap()
     }
 
     /// Waits until the worker has processed the whole input, then stops it as the orchestrator would (SIGTERM:
@@ -173,12 +178,8 @@ impl Worker {
         });
         let pid = self.child.id().to_string();
         assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let mut status = None;
-        wait(Duration::from_secs(30), "the worker to stop", || {
-            status = self.exited();
-            status.is_some()
-        });
-        assert!(status.unwrap().success(), "the worker did not stop cleanly:\n{}", self.log());
+        let status = self.wait_exit(Duration::from_secs(30));
+        assert!(status.success(), "the worker did not stop cleanly:\n{}", self.log());
     }
 }
 
@@ -238,6 +239,17 @@ fn log_has(log: &Path, text: &str) -> bool {
     std::fs::read_to_string(log).unwrap_or_default().contains(text)
 }
 
+/// The fault injected in `s` makes the worker abort a batch; it redoes it, and every output is there.
+fn aborts_redoes_and_loses_nothing(s: &Setup) {
+    let w = Worker::start(s);
+    wait(Duration::from_secs(60), "an abort", || {
+        w.metric("sensorpipe_worker_transactions_total", &[r#"outcome="aborted""#]) >= 1.0
+    });
+    assert!(log_has(&w.log, "batch given up"), "{}", w.log());
+    w.finish(Duration::from_secs(90));
+    assert_contains(&outputs(s), &s.expected);
+}
+
 #[test]
 fn a_commit_that_times_out_is_called_again_not_aborted() {
     let s = setup();
@@ -259,13 +271,7 @@ fn an_abortable_commit_error_aborts_and_redoes_the_batch() {
     let s = setup();
     // An error librdkafka has no rule for is abortable: the worker aborts, restores and redoes the batch.
     s.mock.request_errors(RDKafkaApiKey::EndTxn, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN]);
-    let w = Worker::start(&s);
-    wait(Duration::from_secs(60), "an abort", || {
-        w.metric("sensorpipe_worker_transactions_total", &[r#"outcome="aborted""#]) >= 1.0
-    });
-    assert!(log_has(&w.log, "batch given up"), "{}", w.log());
-    w.finish(Duration::from_secs(90));
-    assert_contains(&outputs(&s), &s.expected);
+    aborts_redoes_and_loses_nothing(&s);
 }
 
 #[test]
@@ -289,12 +295,7 @@ fn an_authorization_failure_exits_non_zero_with_the_reason() {
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED],
     );
     let mut w = Worker::start(&s);
-    let mut status = None;
-    wait(Duration::from_secs(60), "the worker to exit", || {
-        status = w.exited();
-        status.is_some()
-    });
-    assert!(!status.unwrap().success(), "{}", w.log());
+    assert!(!w.wait_exit(Duration::from_secs(60)).success(), "{}", w.log());
     let log = w.log();
     assert!(log.contains("exiting so that the orchestrator restarts the worker"), "{log}");
     assert!(log.to_lowercase().contains("authorization"), "{log}");
@@ -306,11 +307,5 @@ fn refused_produce_requests_back_off_and_lose_nothing() {
     // A missing topic ACL: every produce request refused a few times. Each batch holding a refused output is
     // aborted and redone after a growing backoff; once the broker accepts again, every output is there.
     s.mock.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 4]);
-    let w = Worker::start(&s);
-    wait(Duration::from_secs(60), "an abort", || {
-        w.metric("sensorpipe_worker_transactions_total", &[r#"outcome="aborted""#]) >= 1.0
-    });
-    assert!(log_has(&w.log, "batch given up"), "{}", w.log());
-    w.finish(Duration::from_secs(90));
-    assert_contains(&outputs(&s), &s.expected);
+    aborts_redoes_and_loses_nothing(&s);
 }

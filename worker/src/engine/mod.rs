@@ -208,22 +208,10 @@ impl State {
     /// rule's index in the new plan, empty for a rule new or changed, gone for one removed.
     fn migrate(mut self, map: &snapshot::RuleMap, plan: &Plan) -> Self {
         for sensor in &mut self.sensor_state {
-            let old = std::mem::take(&mut sensor.thresholds);
-            sensor.thresholds =
-                map.thresholds.iter().map(|j| j.and_then(|j| old.get(j).copied()).unwrap_or_default()).collect();
-            let mut old = std::mem::take(&mut sensor.spikes);
-            sensor.spikes = map
-                .spikes
-                .iter()
-                .map(|j| j.and_then(|j| old.get_mut(j).map(std::mem::take)).unwrap_or_default())
-                .collect();
+            sensor.thresholds = carry(&mut sensor.thresholds, &map.thresholds).collect();
+            sensor.spikes = carry(&mut sensor.spikes, &map.spikes).collect();
         }
-        let mut old = std::mem::take(&mut self.windows);
-        self.windows = map
-            .aggregations
-            .iter()
-            .map(|j| j.and_then(|j| old.get_mut(j).map(std::mem::take)).unwrap_or_default())
-            .collect();
+        self.windows = carry(&mut self.windows, &map.aggregations).collect();
         if !map.silence {
             // A new or changed silence rule: every sensor seen so far gets a deadline under the new timeout, none
             // is silent (an episode open under the old rule ends unreported; the new rule reports afresh).
@@ -240,6 +228,12 @@ impl State {
         }
         self
     }
+}
+
+/// The states of the new plan's rules from the old ones: `map[i]` is where rule `i`'s state was, `None` for a
+/// rule that starts empty (names are unique, so no state is taken twice).
+fn carry<'a, T: Default>(old: &'a mut [T], map: &'a [Option<usize>]) -> impl Iterator<Item = T> + 'a {
+    map.iter().map(move |j| j.and_then(|j| old.get_mut(j).map(std::mem::take)).unwrap_or_default())
 }
 
 /// The engine state of one input partition.
