@@ -12,8 +12,8 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
-from kafka_io import (create_topics, http_get, metric, read_partitions, unique_pipeline, wait_caught_up, wait_merged,
-                      wait_until, worker)
+from kafka_io import (canonical, create_topics, http_get, metric, read_partitions, unique_pipeline, wait_caught_up,
+                      wait_merged, wait_until, worker)
 from verify import assert_delivered, ends_of, expected, outputs_committed
 
 PARTITIONS = 2
@@ -92,3 +92,38 @@ def test_outputs_the_broker_refuses_are_retried_with_backoff_and_never_committed
     got = outputs_committed(bs, pipe.topics(), PARTITIONS)
     exp = expected(worker_bin, pipe.path, inputs, tmp_path)
     assert_delivered(got, exp, delivery)
+
+
+def test_a_partition_with_lag_and_no_progress_fails_the_liveness_probe(worker_bin, kafka, example_pipeline, tmp_path):
+    """A reading 14 °C above the one before it raises a `temperature-jump` anomaly, which the anomalies topic
+    refuses (`max.message.bytes` 150): the batch holds its input partition, redone with backoff and never committed
+    while readings wait behind it. Once that lasted the stall timeout, /healthz answers 503 naming the partition,
+    its lag and the last failure, so the liveness probe restarts a worker that is stuck for good; once the topic
+    takes the anomaly, the partition catches up and /healthz answers 200 again. Before, /healthz answered ok
+    whatever the partitions did."""
+    bs = kafka.bootstrap
+    pipe = unique_pipeline(example_pipeline, tmp_path)
+    create_topics(bs, {t: PARTITIONS for k, t in pipe.topics().items() if k != "anomalies"})
+    admin = AdminClient({"bootstrap.servers": bs})
+    refusing = NewTopic(pipe.anomalies, PARTITIONS, 1, config={"max.message.bytes": "150"})
+    admin.create_topics([refusing])[pipe.anomalies].result(timeout=15)
+    p = Producer({"bootstrap.servers": bs})
+    for i, temperature in enumerate([21.0, 35.0, 21.5, 22.0, 22.5]):
+        reading = {"sensor_id": "room_1", "timestamp": 1673049600 + 10 * i, "temperature": temperature,
+                   "zone": "floor-1"}
+        p.produce(pipe.input, json.dumps(reading).encode(), key=b"room_1", partition=0)
+    assert p.flush(30) == 0
+    with worker(worker_bin, pipe.path, bs, tmp_path / "worker.log", extra=["--stall-timeout", "3s"]) as (_, port):
+        wait_until(lambda: http_get(port, "/healthz")[0] == 503, 60, "the stalled partition to fail /healthz")
+        body = http_get(port, "/healthz")[1]
+        assert f"partition 0 of {pipe.input} has " in body, body
+        assert "committed nothing" in body and pipe.anomalies in body, body
+        raised = ConfigEntry("max.message.bytes", "1048588", incremental_operation=AlterConfigOpType.SET)
+        resource = ConfigResource("topic", pipe.anomalies, incremental_configs=[raised])
+        admin.incremental_alter_configs([resource])[resource].result(timeout=15)
+        wait_caught_up(bs, pipe.group, pipe.input, {0: 5}, timeout=120)
+        wait_until(lambda: http_get(port, "/healthz")[0] == 200, 60, "the worker to be live again")
+    got = outputs_committed(bs, pipe.topics(), PARTITIONS)["anomalies"]
+    exp = expected(worker_bin, pipe.path, read_partitions(bs, pipe.input, PARTITIONS), tmp_path)["anomalies"]
+    assert any(a["rule"] == "temperature-jump" for a in exp), exp
+    assert canonical(got) == canonical(exp)
