@@ -308,7 +308,15 @@ fn one(shared: &Shared, id: TaskId) -> TopicPartitionList {
 fn tend_tasks(shared: &Shared, consumer: &BaseConsumer<GroupContext>, stage: Stage, tasks: &mut Tasks) {
     let now = Instant::now();
     let mut trouble = super::Trouble::default();
+    let positions = consumer.position().ok();
     for (id, task) in &mut tasks.map {
+        task.position =
+            positions.as_ref().and_then(|tpl| tpl.find_partition(id.topic(shared), id.partition)).and_then(|e| match e
+                .offset()
+            {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            });
         if task.blocked_until.is_some_and(|t| t <= now) {
             task.blocked_until = None;
             if let Err(e) = consumer.resume(&one(shared, *id)) {

@@ -173,6 +173,10 @@ pub(crate) struct PartitionTask {
     last_snapshot: Option<Instant>,
     pub last_timestamp_ms: Option<i64>,
     pub high_watermark: Option<i64>,
+    /// The consumer's position: past the last record handed to the worker and past the transaction markers
+    /// after it, which the worker never sees. A transactional topic's partition ends in a marker, so without this
+    /// an idle partition of the repartition topic would show a lag of 1 for good (and fail /healthz).
+    pub position: Option<i64>,
     /// Stage 1: processing-time idleness of the input partition.
     pub idle: Idleness,
     pub fetch: FetchState,
@@ -267,6 +271,7 @@ impl PartitionTask {
             last_snapshot: None,
             last_timestamp_ms: None,
             high_watermark: None,
+            position: None,
             idle: Idleness::default(),
             fetch: FetchState::default(),
             published: None,
@@ -620,7 +625,8 @@ impl PartitionTask {
 
     /// The records the partition has and has not processed, when known.
     pub(crate) fn lag(&self) -> Option<i64> {
-        Some((self.high_watermark? - self.next_offset.or(self.committed)?).max(0))
+        let processed = self.next_offset.or(self.committed)?.max(self.position.unwrap_or(i64::MIN));
+        Some((self.high_watermark? - processed).max(0))
     }
 
     /// Updates the per-partition gauges.
@@ -629,8 +635,7 @@ impl PartitionTask {
         let p = self.partition.to_string();
         let id = self.id();
         let topic = id.topic(shared);
-        if let (Some(hw), Some(pos)) = (self.high_watermark, self.next_offset.or(self.committed)) {
-            let lag = (hw - pos).max(0);
+        if let Some(lag) = self.lag() {
             m.lag_records.with_label_values(&[topic, &p]).set(lag);
             let seconds = match (lag, self.last_timestamp_ms) {
                 (0, _) | (_, None) => 0.0,

@@ -237,7 +237,7 @@ fn latest_snapshot(
     let prefix = task.snapshot_prefix();
     let mut best: Option<(i64, Vec<u8>)> = None;
     let mut building: Option<Building> = None;
-    for message in read_until(&consumer, i64::MAX, shared.kafka_timeout, cancel) {
+    for message in read_until(&consumer, (topic, state_partition), i64::MAX, shared.kafka_timeout, cancel) {
         let message = message?;
         let key = message.key().and_then(|k| std::str::from_utf8(k).ok()).unwrap_or_default();
         if !key.starts_with(&prefix) {
@@ -294,7 +294,7 @@ fn replay(
     let mut n = 0u64;
     let mut first = true;
     let mut next = from;
-    for message in read_until(&consumer, to, shared.kafka_timeout, cancel) {
+    for message in read_until(&consumer, (task.topic(shared), partition), to, shared.kafka_timeout, cancel) {
         let message = message?;
         next = message.offset() + 1;
         if first && message.offset() > from {
@@ -344,12 +344,15 @@ fn is_transport(e: &KafkaError) -> bool {
     )
 }
 
-/// Messages of the single assigned partition up to (not including) offset `end`, or until the partition's end
-/// (the end-of-partition event: the high watermark, or the last stable offset when reading committed records).
-/// Gives up with a timeout error when nothing arrives for `idle`.
-/// Ends with `Cancelled` once `cancel` is set.
+/// Messages of the single assigned partition `topic`/`partition` up to (not including) offset `end`, or until the
+/// partition's end (the end-of-partition event: the high watermark, or the last stable offset when reading
+/// committed records). Gives up with a timeout error when nothing arrives for `idle` and the partition's leader
+/// does not answer either; a leader that answers means a slow read, not a lost one — a broker quota throttling
+/// the restore's client id, or an open transaction holding the last stable offset — and starting over would
+/// read everything again at the same pace. Ends with `Cancelled` once `cancel` is set.
 fn read_until<'a>(
     consumer: &'a BaseConsumer,
+    (topic, partition): (&'a str, i32),
     end: i64,
     idle: Duration,
     cancel: &'a AtomicBool,
@@ -377,10 +380,19 @@ fn read_until<'a>(
                 Some(Err(e)) if !is_transport(&e) => return Some(Err(e.into())),
                 // A broker of the bootstrap list being down is news, not a failure of this read: librdkafka goes
                 // on with the others (and the partition's new leader), so it counts as an empty poll.
-                _ if last_progress.elapsed() > idle => {
-                    done = true;
-                    return Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OperationTimedOut).into()));
-                }
+                _ if last_progress.elapsed() > idle => match consumer.fetch_watermarks(topic, partition, idle) {
+                    Ok((_, high)) => {
+                        tracing::warn!(topic, partition, high_watermark = high, waited = ?last_progress.elapsed(),
+                            "a restore read got no record for the Kafka timeout although the partition's leader \
+                             answers: throttled by a client quota on the `…-restore` client id, or an open \
+                             transaction holds the last stable offset; still reading");
+                        last_progress = Instant::now();
+                    }
+                    Err(_) => {
+                        done = true;
+                        return Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OperationTimedOut).into()));
+                    }
+                },
                 _ => {}
             }
         }
