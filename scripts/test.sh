@@ -54,6 +54,6 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 
-step "end-to-end tests (runtime and broker failures on Apache Kafka, one-machine mode and its page in Chromium, chart, alert rules, dashboards against a real Prometheus, the Kubernetes API test double and the cluster journey through it)"
+step "end-to-end tests (runtime and broker failures on Apache Kafka, one-machine mode and its page in Chromium, chart, the CRD through the API server's own validation (Go), alert rules, dashboards against a real Prometheus, the Kubernetes API test double and the cluster journey through it)"
 cargo build -p sensorpipe-worker -p sensorpipe-operator --locked
 target/venv/bin/python -m pytest -q e2e

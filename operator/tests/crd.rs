@@ -1,6 +1,7 @@
 //! The generated CRD: `crds/` matches the generator, and manifests are judged by its schema and CEL rules the way
 //! an API server judges them at `kubectl apply` (structural schema, pruning of unknown fields, defaults, then
-//! `x-kubernetes-validations` evaluated with the Kubernetes CEL library).
+//! `x-kubernetes-validations` evaluated by kube's `cel` feature, the `cel` crate — a CEL interpreter in Rust, not
+//! Kubernetes' own, and without its cost estimation; e2e/test_crd_cost.py runs the API server's CRD validation).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns: a panic is the failure report
 

@@ -102,6 +102,8 @@ impl JsonSchema for Duration {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "string",
+            // A bound for Kubernetes' CEL cost estimate of the rules that parse durations; "1d23h59m59s999ms" is 16.
+            "maxLength": 32,
             "pattern": "^(0|([0-9]+(\\.[0-9]+)?(ms|s|m|h|d))+)$",
             "description": "A duration such as 30s, 5m, 1h30m or 500ms."
         })

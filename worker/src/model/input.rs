@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 pub const MAX_METRICS: usize = 8;
 /// The largest number of label fields (besides the zone) one pipeline may read.
 pub const MAX_LABELS: usize = 4;
+/// The longest field name (a JSON member name) a mapping, rule or aggregation may refer to.
+pub const MAX_FIELD_NAME: usize = 253;
 
 /// Encoding and field mapping of the input records.
 // No `deny_unknown_fields`: the CRD flattens this into `spec.input` next to the topic settings.
@@ -37,9 +39,11 @@ pub enum Format {
 pub struct FieldMapping {
     /// Field holding the sensor id (a string or an integer). Required in every reading.
     #[serde(default = "default_sensor_id")]
+    #[schemars(length(min = 1, max = MAX_FIELD_NAME))]
     pub sensor_id: String,
     /// Field holding the event time of the reading. Required in every reading.
     #[serde(default = "default_timestamp")]
+    #[schemars(length(min = 1, max = MAX_FIELD_NAME))]
     pub timestamp: String,
     /// How the event time is written: `epochSeconds` (integer or fractional), `epochMillis` (integer) or
     /// `rfc3339` (a string such as `2023-01-06T15:20:00Z`).
@@ -47,9 +51,11 @@ pub struct FieldMapping {
     pub timestamp_unit: TimestampUnit,
     /// Numeric fields to read as metrics, for example `[temperature, humidity]`. Rules and aggregations refer to
     /// these names. A reading must carry at least one of them; a missing or null metric is simply absent.
+    #[schemars(length(min = 1, max = MAX_METRICS), inner(length(min = 1, max = MAX_FIELD_NAME)))]
     pub metrics: Vec<String>,
     /// Field holding the zone (room group, floor, wing) of the sensor, if readings carry one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_FIELD_NAME))]
     pub zone: Option<String>,
     /// Zone of each sensor id, for readings that do not carry a zone field (a small sensor registry).
     /// A zone in the reading wins over this map.
@@ -57,6 +63,7 @@ pub struct FieldMapping {
     pub sensor_zones: BTreeMap<String, String>,
     /// Further string fields to read as labels (for example `building`, `floor`); aggregations can group by them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_LABELS), inner(length(min = 1, max = MAX_FIELD_NAME)))]
     pub labels: Vec<String>,
 }
 

@@ -8,11 +8,11 @@ mod processing;
 mod validate;
 
 pub use duration::Duration;
-pub use input::{FieldMapping, Format, InputFormat, MAX_LABELS, MAX_METRICS, TimestampUnit};
+pub use input::{FieldMapping, Format, InputFormat, MAX_FIELD_NAME, MAX_LABELS, MAX_METRICS, TimestampUnit};
 pub use load::{LoadError, load_pipeline, load_pipeline_file};
 pub use processing::{
-    Aggregation, Direction, EventTime, Function, Processing, Severity, SilenceRule, SpikeRule, ThresholdRule, Window,
-    WindowKind,
+    Aggregation, Direction, EventTime, Function, MAX_RULES, Processing, Severity, SilenceRule, SpikeRule,
+    ThresholdRule, Window, WindowKind,
 };
 pub use validate::{FieldError, MAX_WINDOWS_PER_READING, ValidationErrors, validate};
 

@@ -7,6 +7,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Duration;
+use super::input::{MAX_FIELD_NAME, MAX_METRICS};
+
+/// The most threshold rules, spike rules or aggregations one pipeline may have. The CRD states it as `maxItems`:
+/// Kubernetes estimates the cost of the CEL rules inside a list from its bound, and refuses an unbounded one.
+pub const MAX_RULES: usize = 64;
 
 /// Detection rules and aggregations applied to every reading, in event time.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -17,15 +22,18 @@ pub struct Processing {
     pub event_time: EventTime,
     /// Level rules: a metric above or below a limit, with hysteresis and a minimum duration.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_RULES))]
     pub thresholds: Vec<ThresholdRule>,
     /// Rate-of-change rules: a metric moving by more than `delta` within a time span.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_RULES))]
     pub spikes: Vec<SpikeRule>,
     /// A known sensor that sends nothing for `timeout` (in event time) is reported as silent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub silence: Option<SilenceRule>,
     /// Windowed statistics (avg, min, max, count, sum) per sensor, zone or label.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_RULES))]
     pub aggregations: Vec<Aggregation>,
     /// A sensor, zone or label value not seen for this long (in event time) is forgotten, after its silence was
     /// reported, so state stays bounded as sensors come and go. It must be longer than every rule's and window's
@@ -139,8 +147,10 @@ impl Severity {
 ]))]
 pub struct ThresholdRule {
     /// Rule name, unique in the pipeline (lowercase letters, digits, `-`, `_`); it names the anomalies it emits.
+    #[schemars(length(min = 1, max = 63))]
     pub name: String,
     /// Metric the rule watches; one of `input.fields.metrics`.
+    #[schemars(length(min = 1, max = MAX_FIELD_NAME))]
     pub metric: String,
     /// Fire when the metric is strictly above this value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,8 +197,10 @@ pub enum Direction {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SpikeRule {
     /// Rule name, unique in the pipeline.
+    #[schemars(length(min = 1, max = 63))]
     pub name: String,
     /// Metric the rule watches; one of `input.fields.metrics`.
+    #[schemars(length(min = 1, max = MAX_FIELD_NAME))]
     pub metric: String,
     /// Change that counts as a spike, strictly exceeded, in the metric's unit (for example 10 for 10 °C). Positive.
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self > 0.0", "message": "delta must be positive"}]))]
@@ -210,6 +222,7 @@ pub struct SpikeRule {
 pub struct SilenceRule {
     /// Rule name. Default `silence`.
     #[serde(default = "default_silence_name")]
+    #[schemars(length(min = 1, max = 63))]
     pub name: String,
     /// Event time without a reading after which a sensor counts as silent.
     pub timeout: Duration,
@@ -227,17 +240,21 @@ fn default_silence_name() -> String {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Aggregation {
     /// Aggregation name, unique in the pipeline; it names the records it emits.
+    #[schemars(length(min = 1, max = 63))]
     pub name: String,
     /// Window shape.
     pub window: Window,
     /// What to group by: `sensor`, `zone`, or the name of one of `input.fields.labels`. Default `zone`.
     #[serde(default = "default_group_by")]
+    #[schemars(length(min = 1, max = MAX_FIELD_NAME))]
     pub group_by: String,
     /// Metrics to aggregate; default all of `input.fields.metrics`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_METRICS), inner(length(min = 1, max = MAX_FIELD_NAME)))]
     pub metrics: Vec<String>,
     /// Statistics to emit per metric; default `[avg, min, max, count]`.
     #[serde(default = "default_functions")]
+    #[schemars(length(max = 5))]
     pub functions: Vec<Function>,
 }
 

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use super::{Duration, MAX_LABELS, MAX_METRICS, PipelineDefinition, WindowKind};
+use super::{Duration, MAX_FIELD_NAME, MAX_LABELS, MAX_METRICS, MAX_RULES, PipelineDefinition, WindowKind};
 
 /// Largest number of windows one reading may fall into (hopping windows: size / advance).
 pub const MAX_WINDOWS_PER_READING: i64 = 60;
@@ -77,6 +77,8 @@ pub fn validate(def: &PipelineDefinition) -> Result<(), ValidationErrors> {
     for (key, field) in all_fields {
         if field.is_empty() {
             r.error(format!("input.fields.{key}"), "field name must not be empty");
+        } else if field.len() > MAX_FIELD_NAME {
+            r.error(format!("input.fields.{key}"), format!("field names are at most {MAX_FIELD_NAME} bytes long"));
         } else if !seen_fields.insert(field) {
             r.error(format!("input.fields.{key}"), format!("field {field:?} is mapped twice"));
         }
@@ -92,6 +94,13 @@ pub fn validate(def: &PipelineDefinition) -> Result<(), ValidationErrors> {
 
     // Names are ids in output records and metric labels: keep them unique and tame.
     let p = &def.processing;
+    for (path, n) in
+        [("thresholds", p.thresholds.len()), ("spikes", p.spikes.len()), ("aggregations", p.aggregations.len())]
+    {
+        if n > MAX_RULES {
+            r.error(format!("processing.{path}"), format!("at most {MAX_RULES} per pipeline, not {n}"));
+        }
+    }
     let mut names = HashSet::new();
     let mut check_name = |r: &mut Report, path: String, name: &str| {
         if !is_valid_name(name) {
@@ -238,6 +247,7 @@ fn check_retention(r: &mut Report, p: &crate::model::Processing) {
 #[cfg(test)]
 mod tests {
     use super::super::load_pipeline;
+    use super::{MAX_FIELD_NAME, MAX_RULES};
 
     fn errors_of(yaml: &str) -> String {
         load_pipeline(yaml, "t.yaml").unwrap_err().to_string()
@@ -253,6 +263,17 @@ mod tests {
         let e =
             errors_of(&format!("{BASE}  thresholds:\n  - {{name: cold, metric: temperature, below: 5, clear: 4}}\n"));
         assert!(e.contains("must be at or above the limit 5"), "{e}");
+    }
+
+    #[test]
+    fn lists_and_field_names_have_the_crd_bounds() {
+        let rules: String =
+            (0..=MAX_RULES).map(|i| format!("  - {{name: t{i}, metric: temperature, above: 30}}\n")).collect();
+        let e = errors_of(&format!("{BASE}  thresholds:\n{rules}"));
+        assert!(e.contains("processing.thresholds: at most 64 per pipeline, not 65"), "{e}");
+        let long = "f".repeat(MAX_FIELD_NAME + 1);
+        let e = errors_of(&format!("input:\n  fields:\n    metrics: [temperature]\n    zone: {long}\n"));
+        assert!(e.contains("input.fields.zone: field names are at most 253 bytes long"), "{e}");
     }
 
     #[test]
