@@ -364,6 +364,29 @@ async fn an_output_topic_claimed_by_an_older_pipeline_is_a_conflict_for_the_newe
     let (status, reason, message) = Harness::condition(&sp, "Degraded");
     assert_eq!((status, reason.as_str()), (ConditionStatus::True, "ResourceConflict"));
     assert!(message.contains(&n.anomalies) && message.contains(&format!("facilities/{older}")), "{message}");
+    let (status, reason, message) = Harness::condition(&sp, "Ready");
+    assert_eq!((status, reason.as_str()), (ConditionStatus::False, "ResourceConflict"), "{message}");
+    assert!(message.contains(&format!("facilities/{older}")), "{message}");
+    // No workers: they would write into the older pipeline's anomalies topic.
+    let deployments = Api::<Deployment>::namespaced(h.ctx.client.clone(), NS);
+    let replicas = |d: Deployment| d.spec.and_then(|s| s.replicas);
+    assert_eq!(deployments.get_opt(&n.workers()).await.unwrap().and_then(replicas), Some(0));
+
+    // The older pipeline moves to other topics: the conflict is gone and the newer one gets its workers.
+    let olders: Api<SensorPipeline> = Api::namespaced(h.ctx.client.clone(), NS);
+    let mut moved = olders.get(&older).await.unwrap();
+    let outputs = &mut moved.spec.outputs;
+    for (topic, default) in
+        [(&mut outputs.anomalies.topic, &n.anomalies), (&mut outputs.aggregates.topic, &n.aggregates)]
+    {
+        *topic = Some(format!("{default}-elsewhere"));
+    }
+    outputs.dead_letter.topic = Some(format!("{}-elsewhere", n.dead_letter()));
+    olders.replace(&older, &PostParams::default(), &moved).await.unwrap();
+    h.reconcile().await.unwrap();
+    let sp = h.get().await;
+    assert_eq!(Harness::condition(&sp, "Degraded").0, ConditionStatus::False, "{:?}", sp.status);
+    assert_eq!(deployments.get_opt(&n.workers()).await.unwrap().and_then(replicas), Some(1));
 }
 
 /// Commits an offset for `group` on `topic`, as a worker that processed some input would.
@@ -450,7 +473,15 @@ async fn config_changed_behind_the_operators_back_is_reverted_and_other_keys_are
     for r in admin.alter_configs([&alter], &rdkafka::admin::AdminOptions::new()).await.unwrap() {
         r.unwrap();
     }
-    let changed = topic_overrides(kafka, &n.anomalies).await;
+    // The broker answers DescribeConfigs from its metadata, which may not have the change yet: wait for it.
+    let mut changed = topic_overrides(kafka, &n.anomalies).await;
+    for _ in 0..100 {
+        if changed.get("retention.ms").map(String::as_str) == Some("3600000") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        changed = topic_overrides(kafka, &n.anomalies).await;
+    }
     assert_eq!(changed.get("retention.ms").map(String::as_str), Some("3600000"), "{changed:?}");
 
     h.reconcile().await.unwrap();

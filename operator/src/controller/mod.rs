@@ -11,6 +11,7 @@ mod reconcile;
 pub mod status;
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,8 +20,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::watcher;
-use kube::{Api, Client};
+use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
+use kube::{Api, Client, Resource};
 
 pub use conflicts::claimed_by_others;
 pub use reconcile::{FIELD_MANAGER, FINALIZER, reconcile};
@@ -183,11 +184,30 @@ pub fn error_policy(sp: Arc<DeserializeGuard<SensorPipeline>>, error: &Error, ct
     Action::requeue(delay)
 }
 
+/// What of a pipeline is worth a reconcile when it changes: the spec (`metadata.generation`), a deletion, and
+/// the finalizers, labels and annotations — not its status, which the reconcile itself writes. Lag, throughput
+/// and autoscaling are refreshed by the requeue timer (`--resync`) instead.
+fn worth_a_reconcile(sp: &DeserializeGuard<SensorPipeline>) -> Option<u64> {
+    let meta = sp.meta();
+    let mut h = std::hash::DefaultHasher::new();
+    (meta.generation, meta.deletion_timestamp.is_some(), &meta.finalizers, &meta.labels, &meta.annotations)
+        .hash(&mut h);
+    Some(h.finish())
+}
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let pipelines = Api::<DeserializeGuard<SensorPipeline>>::all(ctx.client.clone());
     let deployments = Api::<Deployment>::all(ctx.client.clone());
-    Controller::new(pipelines, watcher::Config::default().any_semantic())
+    let (reader, writer) = reflector::store();
+    // Every status write is a change of the watched object; without this filter each one triggered the next
+    // reconcile, and with data flowing (lag and throughput change every time) the operator never rested.
+    let changes = watcher(pipelines, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(worth_a_reconcile, PredicateConfig::default());
+    Controller::for_stream(changes, reader)
         .owns(deployments, watcher::Config::default().labels("app.kubernetes.io/managed-by=sensorpipe-operator"))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

@@ -169,7 +169,10 @@ async fn apply(sp: &SensorPipeline, ctx: &Context) -> Result<Action, Error> {
     for (topic, owner) in &conflicts {
         observed.problems.push(Problem {
             reason: "ResourceConflict",
-            message: format!("topic {topic} is already used by pipeline {owner}; choose another topic name"),
+            message: format!(
+                "topic {topic} is already used by pipeline {owner}; no workers run until this pipeline names \
+                 another topic or {owner} is gone"
+            ),
         });
     }
     let props = match deref::admin_properties(&ctx.client, &valid).await {
@@ -284,7 +287,7 @@ async fn apply(sp: &SensorPipeline, ctx: &Context) -> Result<Action, Error> {
                     throughput: throughput.map(|t| (t * 10.0).round() / 10.0),
                     seconds: Some((seconds * 10.0).round() / 10.0),
                 });
-                if let Some(spec) = &valid.autoscaling {
+                if let Some(spec) = valid.autoscaling.as_ref().filter(|_| conflicts.is_empty()) {
                     let sample = Sample { at: now, lag_records: lag.records, lag_seconds: seconds };
                     let partitions = input_partitions.unwrap_or(1);
                     let decision = ctx.memory(&key, |m| m.autoscaler.decide(spec, sample, current, partitions));
@@ -303,7 +306,11 @@ async fn apply(sp: &SensorPipeline, ctx: &Context) -> Result<Action, Error> {
             }
         }
     }
-    if let Some(spec) = &valid.autoscaling
+    if !conflicts.is_empty() {
+        // Its workers would write into the other pipeline's topic: none run until the conflict is gone (the
+        // requeue timer looks again; the owner's deletion is not an event of this pipeline).
+        desired = 0;
+    } else if let Some(spec) = &valid.autoscaling
         && observed.autoscaling.is_none()
     {
         // No lag reading this time: hold the current size (within bounds) rather than guess.

@@ -101,6 +101,7 @@ pub fn compute(previous: Option<&SensorPipelineStatus>, o: &Observed, now: &str)
             ),
         });
         let ready = topics_ok && workers_ok && degraded.is_empty();
+        let conflict = degraded.iter().find(|p| p.reason == "ResourceConflict");
         conditions.insert(
             0,
             condition(
@@ -108,12 +109,16 @@ pub fn compute(previous: Option<&SensorPipelineStatus>, o: &Observed, now: &str)
                 ready,
                 if ready {
                     "Ready"
+                } else if conflict.is_some() {
+                    "ResourceConflict"
                 } else if !degraded.is_empty() {
                     "Degraded"
                 } else {
                     "Progressing"
                 },
-                if ready {
+                if let Some(c) = conflict.filter(|_| !ready) {
+                    c.message.clone()
+                } else if ready {
                     format!(
                         "{ready_workers} workers processing {input}",
                         ready_workers = o.workers.map_or(0, |w| w.1),
