@@ -253,11 +253,57 @@ def test_prometheus_scrapes_operator_and_workers_and_the_dashboards_have_data(jo
     assert not empty, "queries without data:\n" + "\n".join(empty)
 
 
+def test_at_steady_state_the_operator_reconciles_at_its_timer_rate(journey):
+    """With readings flowing, lag and throughput change at every look, and every status write changes the
+    watched object: a status write must not trigger the next reconcile, so the rate stays at the resync timer's
+    (2 s here) and the status is still refreshed by the timer. Before, each write triggered a reconcile. A change
+    of the workers' Deployment (a scale step, a pod turning ready) rightly triggers reconciles, so the span
+    measured is one in which the Deployment did not change (up to four 20 s spans are tried)."""
+    j = journey
+    j.step("steady state with readings flowing: reconciles at the 2 s timer's rate, status fresh")
+    producer = j.simulate("--start", "2023-01-08T02:00:00Z", "--duration", "6h", "--rate", "400", "--seed", "9",
+                          background=True)
+
+    def reconciles() -> float:
+        return sum(float(r["value"][1]) for r in instant(j.prom, "sensorpipe_operator_reconciles_total"))
+
+    def deployment() -> tuple:
+        d = j.get(WORKERS)
+        return d["metadata"]["resourceVersion"], d["metadata"].get("generation")
+    spans = []
+    try:
+        wait_until(lambda: (j.get(f"{SP}/{NAME}")["status"].get("lag") or {}).get("throughput"), 60,
+                   "a throughput in the status")
+        for _ in range(4):
+            time.sleep(2)  # scrapes every second: the count at the start of the span is in
+            before, workers, started = reconciles(), deployment(), time.monotonic()
+            seen = set()
+            while time.monotonic() - started < 20:
+                lag = j.get(f"{SP}/{NAME}")["status"]["lag"]
+                seen.add((lag.get("records"), lag.get("throughput")))
+                time.sleep(1)
+            steady = deployment() == workers
+            time.sleep(2)
+            spans.append((reconciles() - before, time.monotonic() - started - 2, len(seen), steady))
+            if steady:
+                break
+    finally:
+        producer.kill()
+        producer.wait()
+    j.k.note("reconciles with readings flowing (timer: every 2 s): " + "; ".join(
+        f"{c:.0f} in {e:.0f} s{'' if st else ' (the Deployment changed)'}" for c, e, _, st in spans))
+    count, elapsed, states, steady = spans[-1]
+    assert steady, f"the workers' Deployment changed in every span: {spans}"
+    assert count <= elapsed / 2 + 4, f"{count} reconciles in {elapsed:.0f} s: status writes trigger reconciles"
+    assert count >= 4, f"only {count} reconciles in {elapsed:.0f} s: the timer does not run"
+    assert states >= 3, f"the status' lag and throughput hardly changed in {elapsed:.0f} s: {spans}"
+
+
 def test_killing_the_leading_operator_hands_over_and_loses_nothing(journey):
     j = journey
     j.step("kill -9 the leading operator while readings arrive; the other replica takes the lease")
     before = j.get(LEASE)["spec"]
-    producer = j.simulate("--start", "2023-01-08T02:00:00Z", "--duration", "3h", "--rate", "3000", "--seed", "11",
+    producer = j.simulate("--start", "2023-01-08T08:00:00Z", "--duration", "3h", "--rate", "3000", "--seed", "11",
                           background=True)
     try:
         pod = before["holderIdentity"]
