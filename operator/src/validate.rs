@@ -11,7 +11,7 @@ use std::fmt;
 
 use sensorpipe_worker::model::{PipelineDefinition, validate as validate_definition};
 
-use crate::crd::{Delivery, SensorPipeline, TopicSettings};
+use crate::crd::{Delivery, SaslMechanism, SensorPipeline, TopicSettings};
 
 /// librdkafka properties the worker sets itself because exactly-once depends on them.
 pub const PROTECTED_PROPERTIES: &[&str] = &[
@@ -24,6 +24,20 @@ pub const PROTECTED_PROPERTIES: &[&str] = &[
     "enable.auto.offset.store",
     "partition.assignment.strategy",
     "enable.partition.eof",
+];
+
+/// librdkafka properties that carry a secret, and the field that takes it from a Secret instead: written inline
+/// in `spec.kafka.properties` they would be readable by anyone who may read the SensorPipeline, and land in the
+/// workers' ConfigMap.
+pub const SECRET_PROPERTIES: &[(&str, &str)] = &[
+    ("sasl.username", "spec.kafka.sasl.username"),
+    ("sasl.password", "spec.kafka.sasl.password"),
+    ("ssl.key.password", "spec.kafka.tls.clientKey (an unencrypted PEM key from a Secret)"),
+    ("ssl.key.pem", "spec.kafka.tls.clientKey"),
+    ("ssl_key", "spec.kafka.tls.clientKey"),
+    ("ssl.keystore.password", "spec.kafka.tls.clientCert and clientKey (PEM from Secrets)"),
+    ("sasl.oauthbearer.client.secret", "a SASL mechanism with spec.kafka.sasl (OAUTHBEARER is not supported)"),
+    ("sasl.oauthbearer.config", "a SASL mechanism with spec.kafka.sasl (OAUTHBEARER is not supported)"),
 ];
 
 /// What a topic is for.
@@ -156,6 +170,22 @@ pub fn validate(sp: &SensorPipeline) -> Result<ValidPipeline, InvalidSpec> {
         for key in props.keys().filter(|k| PROTECTED_PROPERTIES.contains(&k.as_str())) {
             problem(path, format!("{key} is set by sensorpipe (exactly-once depends on it); remove it"));
         }
+        // The message names the key only: it goes to the status and an Event, never the value.
+        for (key, instead) in SECRET_PROPERTIES.iter().filter(|(k, _)| props.contains_key(*k)) {
+            problem(path, format!("{key} carries a secret and may not be written inline; use {instead}"));
+        }
+    }
+    if let Some(sasl) = &spec.kafka.sasl
+        && sasl.mechanism == SaslMechanism::Plain
+        && spec.kafka.tls.is_none()
+        && !spec.kafka.allow_insecure_sasl
+    {
+        problem(
+            "spec.kafka.sasl.mechanism",
+            "PLAIN over a listener without TLS sends the password in clear text to whatever answers at \
+             bootstrapServers; set spec.kafka.tls, use SCRAM-SHA-512, or set spec.kafka.allowInsecureSasl: true"
+                .to_owned(),
+        );
     }
 
     // The engine's part: the worker's own checks, with paths moved under `spec`.
@@ -318,4 +348,46 @@ pub fn planned_topics(sp: &SensorPipeline) -> Vec<TopicPlan> {
         });
     }
     topics
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline(kafka: &str) -> SensorPipeline {
+        let yaml = format!(
+            "apiVersion: sensorpipe.io/v1alpha1\nkind: SensorPipeline\nmetadata: {{name: p, namespace: ns}}\nspec:\n  kafka: {kafka}\n  input: {{topic: readings, fields: {{metrics: [t]}}}}\n"
+        );
+        serde_yaml::from_str(&yaml).unwrap()
+    }
+
+    fn problems(kafka: &str) -> String {
+        validate(&pipeline(kafka)).err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn secret_bearing_properties_are_refused_naming_the_field_to_use_and_not_the_value() {
+        let e = problems("{bootstrapServers: k:9092, properties: {sasl.password: hunter2, ssl.key.password: pw2}}");
+        assert!(
+            e.contains("spec.kafka.properties: sasl.password carries a secret")
+                && e.contains("spec.kafka.sasl.password"),
+            "{e}"
+        );
+        assert!(e.contains("ssl.key.password carries a secret") && e.contains("spec.kafka.tls.clientKey"), "{e}");
+        assert!(!e.contains("hunter2") && !e.contains("pw2"), "{e}");
+        let e = problems("{bootstrapServers: k:9092}\n  workers: {kafkaProperties: {sasl.username: u}}");
+        assert!(e.contains("spec.workers.kafkaProperties: sasl.username carries a secret"), "{e}");
+        assert_eq!(problems("{bootstrapServers: k:9092, properties: {compression.type: zstd}}"), "");
+    }
+
+    #[test]
+    fn sasl_plain_without_tls_needs_an_explicit_opt_in() {
+        let sasl = "sasl: {mechanism: PLAIN, username: {name: s, key: u}, password: {name: s, key: p}}";
+        let e = problems(&format!("{{bootstrapServers: k:9092, {sasl}}}"));
+        assert!(e.contains("spec.kafka.sasl.mechanism: PLAIN over a listener without TLS"), "{e}");
+        assert_eq!(problems(&format!("{{bootstrapServers: k:9092, {sasl}, allowInsecureSasl: true}}")), "");
+        assert_eq!(problems(&format!("{{bootstrapServers: k:9093, {sasl}, tls: {{}}}}")), "");
+        let scram = sasl.replace("PLAIN", "SCRAM-SHA-512");
+        assert_eq!(problems(&format!("{{bootstrapServers: k:9092, {scram}}}")), "", "SCRAM sends no password");
+    }
 }

@@ -22,8 +22,14 @@ pub struct KafkaSpec {
     /// Extra librdkafka client properties for every client (for example `compression.type: zstd`). Settings
     /// that exactly-once depends on (isolation level, idempotence, transactional ids, offset commits) cannot be
     /// overridden.
+    /// Settings that carry secrets (`sasl.password`, `ssl.key.password`, …) are refused: they take their values
+    /// from Secrets through `sasl` and `tls`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, String>,
+    /// Allow SASL `PLAIN` without `tls`: the password then crosses the network in clear text, to whatever host
+    /// `bootstrapServers` names. Default false: such a spec is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_insecure_sasl: bool,
 }
 
 impl KafkaSpec {
