@@ -6,6 +6,7 @@ pub mod autoscale;
 pub mod build;
 pub mod controller;
 pub mod crd;
+pub mod health;
 pub mod http;
 pub mod local;
 pub mod metrics;

@@ -3,12 +3,14 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
 use kube_lease_manager::LeaseManagerBuilder;
 use sensorpipe_operator::build::Defaults;
 use sensorpipe_operator::controller::{self, Context};
+use sensorpipe_operator::health::{Role, Watchdog};
 use sensorpipe_operator::http::{self, Health};
 use sensorpipe_operator::metrics::Metrics;
 use sensorpipe_worker::model::Duration;
@@ -104,6 +106,35 @@ fn main() -> ExitCode {
     }
 }
 
+/// While leading: reads the Lease every third of its duration and tells the watchdog when its renewal time
+/// moved, so that `/healthz` fails when renewals stop (a stuck lease task would otherwise leave a leader that
+/// believes it leads while a standby takes over).
+async fn watch_renewals(
+    leases: Api<Lease>,
+    name: String,
+    identity: String,
+    duration: std::time::Duration,
+    watchdog: Watchdog,
+) {
+    let within = duration * 2;
+    watchdog.lease_renewed(within);
+    let mut last = None;
+    loop {
+        tokio::time::sleep((duration / 3).max(std::time::Duration::from_secs(1))).await;
+        match leases.get(&name).await {
+            Ok(lease) => {
+                let spec = lease.spec.unwrap_or_default();
+                let renewed = spec.renew_time.map(|t| t.0);
+                if spec.holder_identity.as_deref() == Some(identity.as_str()) && renewed != last {
+                    watchdog.lease_renewed(within);
+                    last = renewed;
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "reading the leader lease"),
+        }
+    }
+}
+
 fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn,rdkafka=warn"));
@@ -118,20 +149,26 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::debug!("a TLS crypto provider was already installed");
     }
     let metrics = Metrics::new()?;
-    let ready = Arc::new(AtomicBool::new(false));
-    let server = tokio::spawn(http::serve(args.http_addr, Health { metrics: metrics.clone(), ready: ready.clone() }));
+    // A reconcile makes a handful of Kafka calls, each bounded by --kafka-timeout, and API calls: one running
+    // twenty timeouts (at least 5 minutes) is stuck.
+    let kafka_timeout: std::time::Duration = args.kafka_timeout.into();
+    let watchdog = Watchdog::new((kafka_timeout * 20).max(std::time::Duration::from_secs(300)));
+    let server =
+        tokio::spawn(http::serve(args.http_addr, Health { metrics: metrics.clone(), watchdog: watchdog.clone() }));
     let client = kube::Client::try_default().await?;
     client.apiserver_version().await?;
-    ready.store(true, Ordering::Relaxed);
+    watchdog.set_role(if args.leader_election { Role::Standby } else { Role::Leading });
     tracing::info!(addr = %args.http_addr, leader_election = args.leader_election, "sensorpipe-operator started");
 
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         Defaults { worker_image: args.worker_image.clone(), service_monitors: args.worker_service_monitors },
         metrics.clone(),
         args.kafka_timeout.into(),
         args.resync.into(),
-    ));
+    );
+    ctx.watchdog = watchdog.clone();
+    let ctx = Arc::new(ctx);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -155,7 +192,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let namespace = args.lease_namespace.clone().unwrap_or_else(own_namespace);
     let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("sensorpipe-operator-{}", std::process::id()));
     let lease_seconds = std::time::Duration::from(args.lease_duration).as_secs().max(2);
-    let manager = LeaseManagerBuilder::new(client, &args.lease_name)
+    let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
         .with_namespace(&namespace)
         .with_identity(&identity)
         .with_duration(lease_seconds)
@@ -176,6 +213,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     tracing::info!(identity, "leading: reconciling");
     metrics.leader.set(1);
+    watchdog.set_role(Role::Leading);
+    let renewals = tokio::spawn(watch_renewals(
+        Api::namespaced(client, &namespace),
+        args.lease_name.clone(),
+        identity.clone(),
+        std::time::Duration::from_secs(lease_seconds),
+        watchdog.clone(),
+    ));
     let mut lost = leader.clone();
     let lost_or_stopped = {
         let stopped = stopped();
@@ -187,7 +232,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     controller::run(ctx, lost_or_stopped).await;
+    renewals.abort();
     metrics.leader.set(0);
+    watchdog.set_role(Role::Standby);
     let lost = !*leader.borrow();
     // Closing the channel releases the lease, so a standby takes over without waiting for it to expire.
     drop(leader);

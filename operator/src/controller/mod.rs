@@ -29,6 +29,7 @@ pub use reconcile::{FIELD_MANAGER, FINALIZER, reconcile};
 use crate::autoscale::Autoscaler;
 use crate::build::Defaults;
 use crate::crd::SensorPipeline;
+use crate::health::Watchdog;
 use crate::metrics::Metrics;
 use crate::topics::{AdminError, KafkaAdmin};
 
@@ -82,6 +83,8 @@ pub struct Context {
     pub kafka_timeout: Duration,
     /// How often a healthy pipeline is observed again (lag, autoscaler, status).
     pub resync: Duration,
+    /// Reconciles in flight, for `/healthz`.
+    pub watchdog: Watchdog,
     memory: Mutex<HashMap<String, Memory>>,
     admins: Mutex<HashMap<u64, KafkaAdmin>>,
     service_monitor: Mutex<Option<(Instant, bool)>>,
@@ -112,6 +115,7 @@ impl Context {
             recorder,
             kafka_timeout,
             resync,
+            watchdog: Watchdog::default(),
             memory: Mutex::default(),
             admins: Mutex::default(),
             service_monitor: Mutex::default(),

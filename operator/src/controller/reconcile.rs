@@ -40,6 +40,7 @@ fn now_rfc3339() -> String {
 pub async fn reconcile(guard: Arc<DeserializeGuard<SensorPipeline>>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = key_of(&guard);
     let started = Instant::now();
+    let _in_flight = ctx.watchdog.reconciling(&key);
     ctx.metrics.reconciles.with_label_values(&[&key]).inc();
     let result = match &guard.0 {
         Ok(sp) => {
