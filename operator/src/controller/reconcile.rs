@@ -432,6 +432,14 @@ async fn stop_workers(sp: &SensorPipeline, ctx: &Context) -> Result<(), Error> {
 async fn cleanup(sp: &SensorPipeline, ctx: &Context) -> Result<Action, Error> {
     let key = format!("{}/{}", sp.namespace().unwrap_or_default(), sp.name_any());
     let reference = sp.object_ref(&());
+    if sp.status.as_ref().is_none_or(|s| s.phase != crate::crd::Phase::Terminating) {
+        // A merge patch of the phase alone: an apply would drop the other status fields this manager owns.
+        let api: Api<SensorPipeline> = Api::namespaced(ctx.client.clone(), &sp.namespace().unwrap_or_default());
+        let terminating = json!({"status": {"phase": "Terminating"}});
+        if let Err(e) = api.patch_status(&sp.name_any(), &PatchParams::default(), &Patch::Merge(&terminating)).await {
+            tracing::warn!(pipeline = %key, error = %e, "cannot set the Terminating phase");
+        }
+    }
     if sp.spec.deletion_policy == DeletionPolicy::Delete {
         let all: Vec<SensorPipeline> =
             all_pipelines(ctx).await?.into_iter().filter(|o| o.metadata.uid != sp.metadata.uid).collect();

@@ -91,7 +91,7 @@ pub struct LagStatus {
     /// Records per second the workers processed since the previous observation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throughput: Option<f64>,
-    /// Estimated seconds behind: lag in records divided by the recent input rate.
+    /// Seconds behind: the age of the oldest record not processed yet (from its Kafka timestamp); 0 without lag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seconds: Option<f64>,
 }
