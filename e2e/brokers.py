@@ -99,14 +99,6 @@ def _classpath() -> str:
     return str(LIBS / "*")
 
 
-def kafka_tool(main_class: str, *args: str) -> str:
-    """Runs one of Kafka's command-line tools (e.g. `org.apache.kafka.tools.ConfigCommand`); its output."""
-    cmd = ["java", "-Xmx256m", "-Djava.awt.headless=true", "-cp", _classpath(), main_class, *args]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, f"{main_class} {' '.join(args)}: {r.stdout[-2000:]}{r.stderr[-2000:]}"
-    return r.stdout
-
-
 def _cluster_id() -> str:
     """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding, never starting with '-'."""
     while True:
