@@ -158,6 +158,16 @@ def test_helm_install_brings_the_operator_up(journey):
     assert holder.startswith("sensorpipe-operator-")
 
 
+def test_kubectl_explain_shows_the_bounds_and_what_each_field_is(journey):
+    j = journey
+    j.step("kubectl explain sensorpipeline.spec.processing; kubectl explain sensorpipeline.status.lag")
+    processing = j.k.kubectl("explain", "sensorpipeline.spec.processing").stdout
+    for field in ("thresholds", "spikes", "aggregations"):
+        assert re.search(rf"{field}\s+<\[\]Object>[^<]*At most 64\.", processing), processing
+    lag = j.k.kubectl("explain", "sensorpipeline.status.lag.seconds").stdout
+    assert "the age of the oldest record not processed yet" in " ".join(lag.split()), lag
+
+
 def test_apply_then_wait_for_ready_and_get(journey):
     j = journey
     j.step("kubectl apply --server-side -f building-a.yaml; kubectl wait --for=condition=Ready")

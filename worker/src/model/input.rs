@@ -50,7 +50,8 @@ pub struct FieldMapping {
     #[serde(default)]
     pub timestamp_unit: TimestampUnit,
     /// Numeric fields to read as metrics, for example `[temperature, humidity]`. Rules and aggregations refer to
-    /// these names. A reading must carry at least one of them; a missing or null metric is simply absent.
+    /// these names. A reading must carry at least one of them; a missing or null metric is simply absent. At most
+    /// 8.
     #[schemars(length(min = 1, max = MAX_METRICS), inner(length(min = 1, max = MAX_FIELD_NAME)))]
     pub metrics: Vec<String>,
     /// Field holding the zone (room group, floor, wing) of the sensor, if readings carry one.
@@ -62,6 +63,7 @@ pub struct FieldMapping {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sensor_zones: BTreeMap<String, String>,
     /// Further string fields to read as labels (for example `building`, `floor`); aggregations can group by them.
+    /// At most 4.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_LABELS), inner(length(min = 1, max = MAX_FIELD_NAME)))]
     pub labels: Vec<String>,

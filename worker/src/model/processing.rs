@@ -20,18 +20,18 @@ pub struct Processing {
     /// How far readings may arrive out of order, and how long windows wait for late ones.
     #[serde(default)]
     pub event_time: EventTime,
-    /// Level rules: a metric above or below a limit, with hysteresis and a minimum duration.
+    /// Level rules: a metric above or below a limit, with hysteresis and a minimum duration. At most 64.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_RULES))]
     pub thresholds: Vec<ThresholdRule>,
-    /// Rate-of-change rules: a metric moving by more than `delta` within a time span.
+    /// Rate-of-change rules: a metric moving by more than `delta` within a time span. At most 64.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_RULES))]
     pub spikes: Vec<SpikeRule>,
     /// A known sensor that sends nothing for `timeout` (in event time) is reported as silent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub silence: Option<SilenceRule>,
-    /// Windowed statistics (avg, min, max, count, sum) per sensor, zone or label.
+    /// Windowed statistics (avg, min, max, count, sum) per sensor, zone or label. At most 64.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_RULES))]
     pub aggregations: Vec<Aggregation>,
@@ -146,7 +146,8 @@ impl Severity {
      "message": "clear must be at or above the limit for a `below` rule"}
 ]))]
 pub struct ThresholdRule {
-    /// Rule name, unique in the pipeline (lowercase letters, digits, `-`, `_`); it names the anomalies it emits.
+    /// Rule name, unique in the pipeline (lowercase letters, digits, `-`, `_`; at most 63); it names the anomalies it
+    /// emits.
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
     /// Metric the rule watches; one of `input.fields.metrics`.
@@ -196,7 +197,7 @@ pub enum Direction {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SpikeRule {
-    /// Rule name, unique in the pipeline.
+    /// Rule name, unique in the pipeline (at most 63 characters).
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
     /// Metric the rule watches; one of `input.fields.metrics`.
@@ -239,7 +240,7 @@ fn default_silence_name() -> String {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Aggregation {
-    /// Aggregation name, unique in the pipeline; it names the records it emits.
+    /// Aggregation name, unique in the pipeline (at most 63 characters); it names the records it emits.
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
     /// Window shape.
