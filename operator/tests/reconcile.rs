@@ -274,8 +274,12 @@ async fn kafka_unreachable_is_a_condition_and_a_retry() {
     let sp = h.get().await;
     let (status, reason, _) = Harness::condition(&sp, "TopicsReady");
     assert_eq!((status, reason.as_str()), (ConditionStatus::False, "KafkaUnavailable"));
-    let action = sensorpipe_operator::controller::error_policy(Arc::new(DeserializeGuard(Ok(sp))), &err, h.ctx.clone());
-    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+    let guard = Arc::new(DeserializeGuard(Ok(sp)));
+    let delays: Vec<Action> =
+        (0..9).map(|_| sensorpipe_operator::controller::error_policy(guard.clone(), &err, h.ctx.clone())).collect();
+    let expected: Vec<Action> =
+        [5, 10, 20, 40, 80, 160, 300, 300, 300].map(|s| Action::requeue(Duration::from_secs(s))).into();
+    assert_eq!(delays, expected, "doubling from 5 s to the documented 5-minute cap");
 }
 
 #[tokio::test]

@@ -182,8 +182,9 @@ pub fn error_policy(sp: Arc<DeserializeGuard<SensorPipeline>>, error: &Error, ct
         m.failures = m.failures.saturating_add(1);
         m.failures
     });
+    // 5 s, 10 s, … 160 s, then the 5-minute cap (the exponent stops at 6: 5 s × 2⁶ = 320 s).
     let delay =
-        Duration::from_secs(5u64.saturating_mul(1 << failures.min(6).saturating_sub(1))).min(Duration::from_secs(300));
+        Duration::from_secs(5u64.saturating_mul(1 << failures.min(7).saturating_sub(1))).min(Duration::from_secs(300));
     tracing::warn!(pipeline = %key, error = %error, retry_in_s = delay.as_secs(), "reconcile failed");
     Action::requeue(delay)
 }
