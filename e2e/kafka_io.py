@@ -58,6 +58,17 @@ class Pipeline:
                 "dead_letters": self.dead_letters, "state": self.state, "repartition": self.repartition}
 
 
+def produce_reading(producer, topic: str, partition: int, reading: dict) -> None:
+    """Produces one JSON reading keyed by its sensor, waiting for deliveries while the local queue is full."""
+    while True:
+        try:
+            producer.produce(topic, json.dumps(reading).encode(), key=reading["sensor_id"].encode(),
+                             partition=partition)
+            return
+        except BufferError:
+            producer.poll(0.1)
+
+
 def unique_pipeline(example: pathlib.Path, work: pathlib.Path, tag: str | None = None,
                     event_time: dict | None = None) -> Pipeline:
     """`event_time` is merged into spec.processing.eventTime. Idleness is off unless it says otherwise: an idle

@@ -8,12 +8,11 @@ only (at its first commit, `--snapshot-interval 1h`), so the next one replays ne
 
 from __future__ import annotations
 
-import json
 import time
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from kafka_io import committed_offsets, create_topics, http_get, metric, read_partitions, unique_pipeline, \
+from kafka_io import committed_offsets, create_topics, http_get, metric, produce_reading, unique_pipeline, \
     wait_caught_up, wait_until, worker
 
 PARTITIONS = 2
@@ -24,12 +23,7 @@ START = 1673049600
 def produce(bs: str, topic: str, partition: int, readings: list[dict]) -> None:
     p = Producer({"bootstrap.servers": bs, "linger.ms": 20})
     for r in readings:
-        while True:
-            try:
-                p.produce(topic, json.dumps(r).encode(), key=r["sensor_id"].encode(), partition=partition)
-                break
-            except BufferError:  # the local queue is full: let deliveries drain it
-                p.poll(0.1)
+        produce_reading(p, topic, partition, r)
     assert p.flush(60) == 0
 
 

@@ -50,6 +50,16 @@ def test_a_dead_letter_too_large_for_the_topic_is_cut_not_retried_forever(worker
     assert len(h["sensorpipe.original.xxh3"]) == 16
 
 
+def create_topics_refusing(bs: str, pipe, kind: str) -> AdminClient:
+    """The pipeline's topics, with `kind`'s taking no output (`max.message.bytes` 150: room for a transaction
+    marker, not for an anomaly or an aggregate); the admin client, to raise the limit later."""
+    create_topics(bs, {t: PARTITIONS for k, t in pipe.topics().items() if k != kind})
+    admin = AdminClient({"bootstrap.servers": bs})
+    topic = pipe.topics()[kind]
+    admin.create_topics([NewTopic(topic, PARTITIONS, 1, config={"max.message.bytes": "150"})])[topic].result(timeout=15)
+    return admin
+
+
 @pytest.mark.parametrize("delivery", ["exactlyOnce", "atLeastOnce"])
 def test_outputs_the_broker_refuses_are_retried_with_backoff_and_never_committed(worker_bin, kafka, example_pipeline,
                                                                                 tmp_path, delivery):
@@ -62,10 +72,7 @@ def test_outputs_the_broker_refuses_are_retried_with_backoff_and_never_committed
     offsets of refused outputs and lost them."""
     bs = kafka.bootstrap
     pipe = unique_pipeline(example_pipeline, tmp_path)
-    create_topics(bs, {t: PARTITIONS for k, t in pipe.topics().items() if k != "aggregates"})
-    admin = AdminClient({"bootstrap.servers": bs})
-    refusing = NewTopic(pipe.aggregates, PARTITIONS, 1, config={"max.message.bytes": "150"})
-    admin.create_topics([refusing])[pipe.aggregates].result(timeout=15)
+    admin = create_topics_refusing(bs, pipe, "aggregates")
     subprocess.run([str(worker_bin), "simulate", "--sensors", "30", "--duration", "6h", "--topic", pipe.input,
                     "--bootstrap-servers", bs], check=True, capture_output=True)
     inputs = read_partitions(bs, pipe.input, PARTITIONS)
@@ -103,10 +110,7 @@ def test_a_partition_with_lag_and_no_progress_fails_the_liveness_probe(worker_bi
     whatever the partitions did."""
     bs = kafka.bootstrap
     pipe = unique_pipeline(example_pipeline, tmp_path)
-    create_topics(bs, {t: PARTITIONS for k, t in pipe.topics().items() if k != "anomalies"})
-    admin = AdminClient({"bootstrap.servers": bs})
-    refusing = NewTopic(pipe.anomalies, PARTITIONS, 1, config={"max.message.bytes": "150"})
-    admin.create_topics([refusing])[pipe.anomalies].result(timeout=15)
+    admin = create_topics_refusing(bs, pipe, "anomalies")
     p = Producer({"bootstrap.servers": bs})
     for i, temperature in enumerate([21.0, 35.0, 21.5, 22.0, 22.5]):
         reading = {"sensor_id": "room_1", "timestamp": 1673049600 + 10 * i, "temperature": temperature,

@@ -19,8 +19,8 @@ import duckdb
 import yaml
 from confluent_kafka import Producer
 
-from kafka_io import (create_topics, http_get, metric, read_partitions, unique_pipeline, wait_caught_up, wait_until,
-                      worker)
+from kafka_io import (create_topics, http_get, metric, produce_reading, read_partitions, unique_pipeline,
+                      wait_caught_up, wait_until, worker)
 from verify import dead_letter
 
 PARTITIONS = 8
@@ -79,12 +79,7 @@ def produce(bootstrap: str, topic: str, records: list[tuple[int, dict]], rate: f
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
     started = time.monotonic()
     for i, (partition, r) in enumerate(records):
-        while True:
-            try:
-                p.produce(topic, json.dumps(r).encode(), key=r["sensor_id"].encode(), partition=partition)
-                break
-            except BufferError:  # the local queue is full: let deliveries drain it
-                p.poll(0.1)
+        produce_reading(p, topic, partition, r)
         if i % 1000 == 0:
             p.poll(0)
             if rate:
