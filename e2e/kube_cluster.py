@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import urllib.error
@@ -68,6 +69,36 @@ class Cluster:
         path = self.pods_dir / "pods.json"
         pods = json.loads(path.read_text()) if path.exists() else {}
         return {n: p for n, p in pods.items() if deployment is None or p["deployment"] == deployment}
+
+    def operator_calls(self) -> set[tuple[str | None, str, str, str]]:
+        """(namespace, or None for a cluster-wide call; API group; resource; RBAC verb) of every request the
+        operator made (kube-rs sends no User-Agent, which the double logs as "-"; Helm, kubectl and the tests name
+        themselves). Discovery and /version are not resources and are left out."""
+        calls = set()
+        line = re.compile(r'"(GET|POST|PUT|PATCH|DELETE) (\S+) HTTP/1.1" \S+ \S+ "-"$')
+        for m in filter(None, map(line.search, (self.work / "double.log").read_text().splitlines())):
+            method, url = m.groups()
+            path, _, query = url.partition("?")
+            parts = path.strip("/").split("/")
+            if parts[0] == "api":
+                group, rest = "", parts[2:]
+            elif parts[0] == "apis" and len(parts) > 2:
+                group, rest = parts[1], parts[3:]
+            else:
+                continue
+            namespace = None
+            if rest[:1] == ["namespaces"] and len(rest) > 2:
+                namespace, rest = rest[1], rest[2:]
+            if not rest:
+                continue
+            resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
+            named = len(rest) > 1
+            verb = {"POST": "create", "PUT": "update", "PATCH": "patch",
+                    "DELETE": "delete" if named else "deletecollection"}.get(method)
+            if method == "GET":
+                verb = "get" if named else ("watch" if "watch=true" in query else "list")
+            calls.add((namespace, group, resource, verb))
+        return calls
 
     def pod_logs(self) -> str:
         out = []

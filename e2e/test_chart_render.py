@@ -28,8 +28,8 @@ MONITORING_KINDS = {
 
 
 def test_there_are_value_sets_for_every_optional_part():
-    assert {"default-values.yaml", "monitoring-values.yaml", "podmonitor-values.yaml", "ha-values.yaml"} <= set(
-        VALUE_SETS)
+    assert {"default-values.yaml", "monitoring-values.yaml", "podmonitor-values.yaml", "ha-values.yaml",
+            "namespaced-values.yaml"} <= set(VALUE_SETS)
     kinds = {o["kind"] for values in VALUE_SETS.values() for o in objects(values)}
     assert {"CustomResourceDefinition", "Deployment", "ServiceMonitor", "PodMonitor", "PrometheusRule",
             "ConfigMap", "ClusterRole", "Role"} <= kinds, kinds
@@ -109,6 +109,7 @@ BAD_VALUES = [
     ({"image": {"digest": "latest"}}, "digest"),
     ({"service": {"port": 70000}}, "port"),
     ({"imagePullSecrets": ["registry-credentials"]}, "imagePullSecrets"),
+    ({"watchNamespaces": ["Facilities Team"]}, "watchNamespaces"),
 ]
 
 
@@ -172,6 +173,35 @@ def test_rbac_grants_exactly_what_the_operator_documents():
     for binding in ("ClusterRoleBinding", "RoleBinding"):
         subject = one(objs, binding)["subjects"][0]
         assert subject == {"kind": "ServiceAccount", "name": "sensorpipe-operator", "namespace": NAMESPACE}
+
+
+def test_a_namespaced_install_grants_roles_in_its_namespaces_and_nothing_cluster_wide():
+    """With watchNamespaces, each watched namespace gets a Role with the documented rules (Secrets included) and
+    the operator is told to watch exactly those; no ClusterRole exists, so it can read no other Secret."""
+    values = merge_values(VALUE_SETS["namespaced-values.yaml"], {"monitoring": {"workers": {
+        "serviceMonitors": False, "podMonitor": {"enabled": True}}}})
+    objs = objects(values)
+    assert not [o for o in objs if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    watched = values["watchNamespaces"]
+    documented = grants(documented_rbac_rules())
+    for ns in watched:
+        role = one([o for o in objs if o["metadata"].get("namespace") == ns], "Role")
+        assert grants(role["rules"]) == {g for g in documented if g[1] != "leases"}, ns
+        binding = one([o for o in objs if o["metadata"].get("namespace") == ns], "RoleBinding")
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                      "name": role["metadata"]["name"]}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "sensorpipe-operator",
+                                        "namespace": NAMESPACE}]
+    leases = one([o for o in objs if o["metadata"].get("namespace") == NAMESPACE], "Role")
+    assert {g[1] for g in grants(leases["rules"])} == {"leases"}
+    assert {o["metadata"].get("namespace") for o in objs if o["kind"] == "Role"} == {NAMESPACE, *watched}
+    env = {e["name"]: e.get("value") for e in
+           one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SENSORPIPE_WATCH_NAMESPACES"] == ",".join(watched)
+    assert "SENSORPIPE_WATCH_NAMESPACES" not in {e["name"] for e in one(objects(), "Deployment")["spec"][
+        "template"]["spec"]["containers"][0]["env"]}
+    pm = one(objs, "PodMonitor", "sensorpipe-workers")
+    assert pm["spec"]["namespaceSelector"] == {"matchNames": watched}
 
 
 @pytest.fixture(scope="module")

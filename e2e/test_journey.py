@@ -418,35 +418,6 @@ UNEXERCISED = {
 }
 
 
-def operator_calls(log: pathlib.Path) -> set[tuple[str, str, str]]:
-    """(API group, resource, RBAC verb) of every request the operator made (kube-rs sends no User-Agent, which
-    the API double logs as "-"; Helm, kubectl and the tests name themselves)."""
-    calls = set()
-    line = re.compile(r'"(GET|POST|PUT|PATCH|DELETE) (\S+) HTTP/1.1" \S+ \S+ "-"$')
-    for m in filter(None, map(line.search, log.read_text().splitlines())):
-        method, url = m.groups()
-        path, _, query = url.partition("?")
-        parts = path.strip("/").split("/")
-        if parts[0] == "api":
-            group, rest = "", parts[2:]
-        elif parts[0] == "apis" and len(parts) > 2:
-            group, rest = parts[1], parts[3:]
-        else:
-            continue  # discovery and /version: not resources
-        if rest[:1] == ["namespaces"] and len(rest) > 2:
-            rest = rest[2:]
-        if not rest:
-            continue
-        resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
-        named = len(rest) > 1
-        verb = {"POST": "create", "PUT": "update", "PATCH": "patch",
-                "DELETE": "delete" if named else "deletecollection"}.get(method)
-        if method == "GET":
-            verb = "get" if named else ("watch" if "watch=true" in query else "list")
-        calls.add((group, resource, verb))
-    return calls
-
-
 def test_the_chart_grants_the_operator_exactly_what_it_calls(journey):
     """Every request the operators made during the journey is granted by the chart's ClusterRole or leader
     election Role, and every grant was used — or is listed in UNEXERCISED with the code path that needs it."""
@@ -456,7 +427,7 @@ def test_the_chart_grants_the_operator_exactly_what_it_calls(journey):
     rules += j.get(f"/apis/rbac.authorization.k8s.io/v1/namespaces/{SYSTEM}/roles/"
                    "sensorpipe-operator-leader-election")["rules"]
     granted = {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
-    used = operator_calls(j.k.work / "double.log")
+    used = {call[1:] for call in j.k.operator_calls()}
     assert used - granted == set(), f"calls the chart does not grant: {sorted(used - granted)}"
     unused = granted - used - set(UNEXERCISED)
     assert unused == set(), f"grants no call used (or list them in UNEXERCISED with their code path): {unused}"

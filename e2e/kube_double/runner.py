@@ -1,8 +1,9 @@
 """The deployment runner: what the deployment controller, the scheduler and the kubelet do for a Deployment,
 done with local processes. Each replica ("pod") is the image's local binary, started in its own process group with
 the container's args and env (values, fieldRefs, ConfigMap and Secret keys, `$(VAR)` references), its ConfigMap and
-Secret volumes written to a directory, a loopback address of its own (127.0.1.x: `0.0.0.0` in env and args becomes
-that address, so every pod can bind the container port), and its log kept under DIR/pods/.
+Secret volumes written to a directory (container paths in env, args and ConfigMap files become that directory), a
+loopback address of its own (127.0.1.x: `0.0.0.0` in env and args becomes that address, so every pod can bind the
+container port), and its log kept under DIR/pods/.
 
 Readiness comes from the readiness probe (httpGet or tcpSocket on the pod address); status is written back through
 /status like the real controller; a pod template change rolls the replicas within the strategy's maxSurge and
@@ -197,6 +198,12 @@ class DeploymentRunner:
             local = by_name.get(m["name"])
             if local is not None:
                 mounts[m["mountPath"]] = local / m["subPath"] if m.get("subPath") else local
+        # Container paths inside ConfigMap files (a properties file naming a mounted CA, say) become the local
+        # ones, as in env and args: this process sees the volumes where the runner wrote them.
+        for v in tspec.get("volumes") or []:
+            if "configMap" in v:
+                for f in (p for p in by_name[v["name"]].rglob("*") if p.is_file()):
+                    f.write_text(self._local(f.read_text(), pod, mounts))
         return mounts
 
     def _env(self, pod: Pod, mounts: dict[str, Path]) -> dict[str, str]:

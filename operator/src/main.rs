@@ -44,6 +44,10 @@ struct RunArgs {
     /// then deleted.
     #[arg(long, env = "SENSORPIPE_WORKER_SERVICE_MONITORS", default_value_t = true, action = clap::ArgAction::Set)]
     worker_service_monitors: bool,
+    /// Watch SensorPipelines in these namespaces only (comma-separated), reading Deployments and Secrets there
+    /// alone, so that Roles in them are all the RBAC it needs. Empty: the whole cluster.
+    #[arg(long, env = "SENSORPIPE_WATCH_NAMESPACES", value_delimiter = ',', value_parser = namespace_name)]
+    watch_namespaces: Vec<String>,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "SENSORPIPE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
@@ -68,6 +72,17 @@ struct RunArgs {
     /// Log as JSON lines.
     #[arg(long, env = "SENSORPIPE_LOG_JSON")]
     log_json: bool,
+}
+
+/// A namespace name as Kubernetes allows it (an RFC 1123 label), so a typo fails at start, not as a 404 later.
+fn namespace_name(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let label = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if label { Ok(s.to_owned()) } else { Err(format!("{s:?} is not a namespace name (RFC 1123 label)")) }
 }
 
 fn main() -> ExitCode {
@@ -158,7 +173,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await?;
     client.apiserver_version().await?;
     watchdog.set_role(if args.leader_election { Role::Standby } else { Role::Leading });
-    tracing::info!(addr = %args.http_addr, leader_election = args.leader_election, "sensorpipe-operator started");
+    let scope = if args.watch_namespaces.is_empty() { "cluster".to_owned() } else { args.watch_namespaces.join(",") };
+    tracing::info!(addr = %args.http_addr, leader_election = args.leader_election, watching = %scope, "sensorpipe-operator started");
 
     let mut ctx = Context::new(
         client.clone(),
@@ -168,7 +184,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.resync.into(),
     );
     ctx.watchdog = watchdog.clone();
-    let ctx = Arc::new(ctx);
+    let ctx = Arc::new(ctx.watching(args.watch_namespaces.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;

@@ -82,3 +82,34 @@ app.kubernetes.io/component: operator
 {{- fail "monitoring.workers.podMonitor.enabled and monitoring.workers.serviceMonitors both scrape the workers: set monitoring.workers.serviceMonitors=false to use the PodMonitor" }}
 {{- end }}
 {{- end }}
+
+{{/*
+What the operator calls on pipelines' namespaces: a ClusterRole's rules, or each watched namespace's Role's
+(exactly what docs/operator.md lists under RBAC; a test compares them).
+*/}}
+{{- define "sensorpipe.operatorRules" -}}
+- apiGroups: [sensorpipe.io]
+  resources: [sensorpipelines]
+  verbs: [list, watch, patch]
+- apiGroups: [sensorpipe.io]
+  resources: [sensorpipelines/status]
+  verbs: [patch]
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [""]
+  resources: [configmaps, services]
+  verbs: [create, patch]
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [create, patch]
+- apiGroups: [monitoring.coreos.com]
+  resources: [servicemonitors]
+  verbs: [create, patch, delete]
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end }}

@@ -15,7 +15,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
@@ -85,6 +85,9 @@ pub struct Context {
     pub resync: Duration,
     /// Reconciles in flight, for `/healthz`.
     pub watchdog: Watchdog,
+    /// The namespaces watched (`--watch-namespaces`); empty: the whole cluster. A namespaced install reads
+    /// pipelines, Deployments and Secrets of these namespaces only, so its RBAC can be Roles in them.
+    pub namespaces: Vec<String>,
     memory: Mutex<HashMap<String, Memory>>,
     admins: Mutex<HashMap<u64, KafkaAdmin>>,
     service_monitor: Mutex<Option<(Instant, bool)>>,
@@ -116,9 +119,29 @@ impl Context {
             kafka_timeout,
             resync,
             watchdog: Watchdog::default(),
+            namespaces: Vec::new(),
             memory: Mutex::default(),
             admins: Mutex::default(),
             service_monitor: Mutex::default(),
+        }
+    }
+
+    /// Watches these namespaces only (empty: the whole cluster).
+    pub fn watching(mut self, namespaces: Vec<String>) -> Self {
+        self.namespaces = namespaces;
+        self
+    }
+
+    /// One API per watched namespace, or one for the whole cluster.
+    pub(crate) fn apis<K>(&self) -> Vec<Api<K>>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        if self.namespaces.is_empty() {
+            vec![Api::all(self.client.clone())]
+        } else {
+            self.namespaces.iter().map(|ns| Api::namespaced(self.client.clone(), ns)).collect()
         }
     }
 
@@ -200,10 +223,25 @@ fn worth_a_reconcile(sp: &DeserializeGuard<SensorPipeline>) -> Option<u64> {
     Some(h.finish())
 }
 
-/// Runs the controller until `shutdown` resolves.
+/// Runs the controller until `shutdown` resolves: one per watched namespace (a namespaced install may list and
+/// watch nothing cluster-wide), or one for the whole cluster.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
-    let pipelines = Api::<DeserializeGuard<SensorPipeline>>::all(ctx.client.clone());
-    let deployments = Api::<Deployment>::all(ctx.client.clone());
+    let shutdown = shutdown.shared();
+    let deployments = ctx.apis::<Deployment>();
+    let controllers = ctx
+        .apis::<DeserializeGuard<SensorPipeline>>()
+        .into_iter()
+        .zip(deployments)
+        .map(|(pipelines, deployments)| run_one(ctx.clone(), pipelines, deployments, shutdown.clone()));
+    futures::future::join_all(controllers).await;
+}
+
+async fn run_one(
+    ctx: Arc<Context>,
+    pipelines: Api<DeserializeGuard<SensorPipeline>>,
+    deployments: Api<Deployment>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let (reader, writer) = reflector::store();
     // Every status write is a change of the watched object; without this filter each one triggered the next
     // reconcile, and with data flowing (lag and throughput change every time) the operator never rested.

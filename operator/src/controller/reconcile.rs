@@ -129,10 +129,13 @@ async fn write_status(
     Ok(())
 }
 
-/// Every readable SensorPipeline in the cluster (malformed ones are skipped: they claim nothing).
+/// Every readable SensorPipeline this operator watches (malformed ones are skipped: they claim nothing).
 async fn all_pipelines(ctx: &Context) -> Result<Vec<SensorPipeline>, Error> {
-    let list = Api::<DeserializeGuard<SensorPipeline>>::all(ctx.client.clone()).list(&ListParams::default()).await?;
-    Ok(list.items.into_iter().filter_map(|g| g.0.ok()).collect())
+    let mut all = Vec::new();
+    for api in ctx.apis::<DeserializeGuard<SensorPipeline>>() {
+        all.extend(api.list(&ListParams::default()).await?.items.into_iter().filter_map(|g| g.0.ok()));
+    }
+    Ok(all)
 }
 
 async fn apply(sp: &SensorPipeline, ctx: &Context) -> Result<Action, Error> {
