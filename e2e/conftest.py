@@ -43,6 +43,18 @@ def operator_bin() -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
+def container_images() -> dict[str, str]:
+    """The operator and worker images, built with podman from this checkout's dev binaries on a Debian base made
+    from Debian's packages (scripts/base-image.sh, scripts/images.sh; cached layers make a rebuild seconds).
+    Returns component → image, named as the chart names them."""
+    base = subprocess.run([str(ROOT / "scripts" / "base-image.sh")], check=True, capture_output=True,
+                          text=True).stdout.strip()
+    out = subprocess.run([str(ROOT / "scripts" / "images.sh"), "--dev", "--base", base], check=True,
+                         capture_output=True, text=True).stdout.split()
+    return {image.rsplit(":", 1)[0].rsplit("-", 1)[-1]: image for image in out}
+
+
+@pytest.fixture(scope="session")
 def example_pipeline() -> pathlib.Path:
     return ROOT / "examples" / "smart-building.yaml"
 

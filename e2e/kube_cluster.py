@@ -109,12 +109,13 @@ class Cluster:
 
 @contextlib.contextmanager
 def kube_double(work: pathlib.Path, runner: dict | None = None, history: int = 5000,
-                report: pathlib.Path | None = None):
-    """A running double; `runner` (image → binary) turns its Deployments into processes."""
+                report: pathlib.Path | None = None, containers: bool = False):
+    """A running double; `runner` (image → binary) turns its Deployments into processes, or with `containers`
+    into podman containers of their images (kube_double/containers.py)."""
     work.mkdir(parents=True, exist_ok=True)
     args = [sys.executable, "-m", "kube_double", "--dir", str(work), "--history", str(history)]
-    if runner is not None:
-        (work / "runner.json").write_text(json.dumps({"images": runner}))
+    if runner is not None or containers:
+        (work / "runner.json").write_text(json.dumps({"images": runner or {}, "containers": containers}))
         args += ["--runner", str(work / "runner.json")]
     log = (work / "double.log").open("w")
     proc = subprocess.Popen(args, cwd=E2E, stdout=subprocess.PIPE, stderr=log, text=True)

@@ -1,7 +1,7 @@
 """The user journey on one machine: `helm install` (Helm's own engine), `kubectl apply`, `wait`, `get`, `scale`,
-`describe`, `delete` — against the local Kubernetes API test double (e2e/kube_double), whose deployment runner runs
-the real operator and worker binaries as the chart's and the operator's Deployments say, on Apache Kafka (the
-session's shared broker; no other test uses the example's topic names),
+`describe`, `delete` — against the local Kubernetes API test double (e2e/kube_double), whose deployment runner starts
+each pod as a podman container of the project's images (scripts/images.sh), as the chart's and the operator's
+Deployments say, on Apache Kafka (the session's shared broker; no other test uses the example's topic names),
 scraped by a real Prometheus.
 
 The tests run in file order and share one installation, like one user's session; each step's kubectl and Helm
@@ -9,6 +9,7 @@ output is written to target/journey-report.md."""
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
@@ -24,6 +25,7 @@ from confluent_kafka.admin import AdminClient
 
 from kafka_io import committed_offsets, read_partitions, wait_caught_up, wait_merged, wait_until
 from kube_cluster import kube_double
+from kube_double.containers import LABEL, podman_env
 from prometheus_server import instant, prometheus
 from test_chart_dashboards import QUERIES, finite, substitute
 from verify import assert_exactly, ends_of, expected, outputs_committed
@@ -127,13 +129,11 @@ class Journey:
 
 
 @pytest.fixture(scope="module")
-def journey(tmp_path_factory, kafka, worker_bin, operator_bin):
+def journey(tmp_path_factory, kafka, worker_bin, container_images):
     work = tmp_path_factory.mktemp("journey")
     REPORT.parent.mkdir(exist_ok=True)
     REPORT.write_text("# The user journey against the local Kubernetes API double\n")
-    runner = {"ghcr.io/sensorpipe/sensorpipe-operator": str(operator_bin),
-              "ghcr.io/sensorpipe/sensorpipe-worker": str(worker_bin)}
-    with kube_double(work / "k8s", runner=runner, report=REPORT) as k, \
+    with kube_double(work / "k8s", containers=True, report=REPORT) as k, \
             prometheus(work, k.pods_dir / "targets.json") as prom:
         j = Journey(k, kafka.bootstrap, prom, work, worker_bin)
         try:
@@ -186,6 +186,33 @@ def test_apply_then_wait_for_ready_and_get(journey):
     assert {"anomalies", "processed_data", "temperature_readings_dlq", f"{internal}-state",
             f"{internal}-repartition"} <= set(topics), set(topics)
     assert len(topics[f"{internal}-repartition"].partitions) == PARTITIONS
+
+
+def test_every_pod_runs_as_a_container_as_its_pod_spec_says(journey):
+    """Each running pod is a podman container of its Deployment's image, with the user, read-only root, dropped
+    capabilities and memory limit of its pod spec (the runner's container mode, kube_double/containers.py)."""
+    j = journey
+    j.step("podman ps: the operator and worker pods as containers")
+    ps = subprocess.run(["podman", "ps", "--filter", f"label={LABEL}={j.k.pods_dir}", "--format",
+                         "table {{.Names}} {{.Image}} {{.Status}}"], env=podman_env(), capture_output=True,
+                        text=True, check=True).stdout
+    j.k.note(f"```\n$ podman ps\n{ps}```")
+    pods = {name: p for name, p in j.k.pods().items() if p["running"]}
+    assert {p["deployment"] for p in pods.values()} == {"sensorpipe-operator", f"{NAME}-worker"}, pods
+    for name, pod in pods.items():
+        path = f"/apis/apps/v1/namespaces/{pod['namespace']}/deployments/{pod['deployment']}"
+        spec = j.get(path)["spec"]["template"]["spec"]
+        container = spec["containers"][0]
+        info = json.loads(subprocess.run(["podman", "inspect", pod["container"]], env=podman_env(),
+                                         capture_output=True, text=True, check=True).stdout)[0]
+        assert info["ImageName"] == container["image"], (name, info["ImageName"])
+        run_as = {**(spec.get("securityContext") or {}), **(container.get("securityContext") or {})}
+        assert info["Config"]["User"] == f"{run_as['runAsUser']}:{run_as['runAsGroup']}", name
+        assert info["HostConfig"]["ReadonlyRootfs"] is True, name
+        assert info["HostConfig"]["CapDrop"] and not info["HostConfig"]["CapAdd"], name
+        assert info["State"]["Pid"] == pod["pid"], name
+        memory = container["resources"]["limits"]["memory"]
+        assert info["HostConfig"]["Memory"] == int(memory.removesuffix("Mi")) * 2**20, (name, memory)
 
 
 def test_a_burst_of_readings_scales_up_and_outputs_equal_replay(journey):

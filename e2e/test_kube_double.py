@@ -365,3 +365,59 @@ def test_the_runner_runs_scales_rolls_restarts_and_stops_deployments(tmp_path):
         k.kubectl("delete", "deployment/web")
         wait_until(lambda: json.loads((k.pods_dir / "targets.json").read_text()) == [], 30, "processes stopped")
         assert subprocess.run(["pgrep", "-f", str(script)], capture_output=True).returncode == 1, "no process left"
+
+
+PROBE = ("id -u; id -G; stat -c '%a %u:%g' /secret/key; cat /secret/key >/dev/null && echo key-readable; "
+         "touch /probe 2>&1 || true; echo done; exec sleep 300")
+
+
+def probe_deployment(name: str, image: str, pod_security: dict, container_security: dict | None = None) -> dict:
+    """A Deployment whose one container reports its ids, a Secret file's mode, owner and readability, and whether
+    its root filesystem is writable, then waits."""
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}}, "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"automountServiceAccountToken": False, "securityContext": pod_security,
+                         "containers": [{"name": "probe", "image": image, "command": ["/bin/sh", "-c", PROBE],
+                                         "securityContext": container_security or {},
+                                         "resources": {"limits": {"memory": "64Mi"}},
+                                         "volumeMounts": [{"name": "s", "mountPath": "/secret", "readOnly": True}]}],
+                         "volumes": [{"name": "s", "secret": {"secretName": "probe-secret", "defaultMode": 0o400}}]}}}}
+
+
+def test_containers_get_volumes_and_security_contexts_as_the_kubelet_gives_them(tmp_path, container_images):
+    """The runner's container mode (kube_double/containers.py): a Secret file with defaultMode 0400 is root's and
+    unreadable by a non-root container unless the pod's fsGroup makes it group-owned and group-readable (the
+    kubelet's SetVolumeOwnership, https://kubernetes.io/docs/tasks/configure-pod-container/security-context/);
+    readOnlyRootFilesystem makes / read-only; runAsNonRoot with uid 0 is refused before start."""
+    image = container_images["worker"]
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "probe-secret"},
+              "stringData": {"key": "not-for-everyone"}}
+    nonroot = {"runAsUser": 65532, "runAsGroup": 65532, "runAsNonRoot": True}
+    objs = [secret,
+            probe_deployment("without-fsgroup", image, nonroot, {"readOnlyRootFilesystem": True}),
+            probe_deployment("with-fsgroup", image, {**nonroot, "fsGroup": 2000}),
+            probe_deployment("as-root", image, {"runAsUser": 0, "runAsNonRoot": True})]
+    with kube_double(tmp_path / "double", containers=True) as k:
+        k.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(objs))
+
+        def output(deployment: str) -> str:
+            """What the container printed (the log after the runner's own "starting" line, which quotes the
+            command), once it is complete; or the runner's refusal."""
+            pods = k.pods(deployment)
+            text = pathlib.Path(next(iter(pods.values()))["log"]).read_text() if pods else ""
+            if "--- cannot start" in text:
+                return text
+            printed = text.partition(" starting ")[2].partition("\n")[2]
+            return "\n" + printed if printed.endswith("done\n") else ""
+
+        without = wait_until(lambda: output("without-fsgroup"), 60, "the probe without fsGroup")
+        assert "\n65532\n65532\n400 0:0\n" in without, without
+        assert "Permission denied" in without and "key-readable" not in without, without
+        assert "Read-only file system" in without, without
+        with_group = wait_until(lambda: output("with-fsgroup"), 60, "the probe with fsGroup")
+        assert "\n65532\n65532 2000\n440 0:2000\nkey-readable\n" in with_group, with_group
+        assert "Read-only file system" not in with_group, with_group
+        as_root = wait_until(lambda: output("as-root"), 60, "the runAsNonRoot refusal")
+        assert "cannot start: container has runAsNonRoot and image will run as root" in as_root, as_root
+        assert "not-for-everyone" not in (k.work / "double.log").read_text()

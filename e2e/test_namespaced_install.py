@@ -1,6 +1,7 @@
 """A namespaced install for a shared cluster: `helm install --set watchNamespaces={facilities}` against the local
-Kubernetes API double, whose runner runs the real operator and worker binaries, on the session's Apache Kafka
-broker through its SASL_SSL listener (SCRAM-SHA-512, the broker's own CA) with credentials from Secrets.
+Kubernetes API double, whose runner starts the operator and worker pods as podman containers of the project's
+images, on the session's Apache Kafka broker through its SASL_SSL listener (SCRAM-SHA-512, the broker's own CA)
+with credentials and CA from Secrets, mounted as the kubelet mounts them.
 
 The operator runs the pipelines of the namespace it watches, reading that namespace's Secrets, ignores a pipeline
 elsewhere, and every request it makes is one the chart's Roles grant: nothing is listed, watched or read
@@ -52,13 +53,11 @@ def secret(kafka, namespace: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, kafka, worker_bin, operator_bin):
+def cluster(tmp_path_factory, kafka, container_images):
     if not kafka.sasl_bootstrap:
         pytest.fail("the shared broker has no SASL_SSL listener (start it with --security, as the test command does)")
     work = tmp_path_factory.mktemp("namespaced")
-    runner = {"ghcr.io/sensorpipe/sensorpipe-operator": str(operator_bin),
-              "ghcr.io/sensorpipe/sensorpipe-worker": str(worker_bin)}
-    with kube_double(work / "k8s", runner=runner) as k:
+    with kube_double(work / "k8s", containers=True) as k:
         for ns in (WATCHED, OTHER):
             k.kubectl("create", "namespace", ns)
         cfg = helm.Config(kubeconfig_path=str(k.kubeconfig), namespace=SYSTEM)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: formatting, lints, generated-file drift, Rust tests, and end-to-end tests with real tools.
-# Installs what it needs (a Python virtualenv and Apache Kafka under target/) and skips what is already there.
+# Installs what it needs (a Python virtualenv and Apache Kafka under target/, podman and a Debian base image for the
+# containers) and skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,6 +55,12 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 
-step "end-to-end tests (runtime and broker failures on Apache Kafka, one-machine mode and its page in Chromium, chart, the CRD through the API server's own validation (Go), alert rules, dashboards against a real Prometheus, the Kubernetes API test double and the cluster journey through it)"
+step "container images with podman: a Debian base from Debian's packages (cached in target/images), the operator and worker images from these binaries"
+# Containers a killed earlier run left behind would still hold their loopback ports.
+CONTAINERS_CONF="$PWD/images/containers.conf" scripts/base-image.sh >/dev/null
+CONTAINERS_CONF="$PWD/images/containers.conf" podman rm -f -t 0 --filter label=io.sensorpipe.kube-double >/dev/null
 cargo build -p sensorpipe-worker -p sensorpipe-operator --locked
+scripts/images.sh --dev --base localhost/sensorpipe-base:bookworm
+
+step "end-to-end tests (runtime and broker failures on Apache Kafka, one-machine mode and its page in Chromium, chart, the CRD through the API server's own validation (Go), alert rules, dashboards against a real Prometheus, the Kubernetes API test double and the cluster journey through it, its pods as containers)"
 target/venv/bin/python -m pytest -q e2e

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import yaml
 
+from . import containers
 from .api import Api, now
 
 TICK = 0.25
@@ -55,12 +56,19 @@ class Pod:
     next_probe: float = 0.0
     stopping: bool = False
     ports: dict[str, int] = field(default_factory=dict)
+    # Container mode: the container's name, and its main process as the host sees it (what `kill -9` signals).
+    container_name: str | None = None
+    host_pid: int | None = None
 
 
 class DeploymentRunner:
     def __init__(self, api: Api, config: Path, pods_dir: Path, server: str, kubeconfig: Path) -> None:
         cfg = yaml.safe_load(config.read_text()) or {}
         self.images: dict[str, str] = cfg.get("images") or {}
+        # Pods as podman containers from their images (containers.py); else as local processes of `images`.
+        self.containers: bool = bool(cfg.get("containers"))
+        if self.containers:
+            containers.check_available()
         self.api, self.pods_dir, self.server, self.kubeconfig = api, pods_dir, server, kubeconfig
         self.pods: dict[tuple[str, str], list[Pod]] = {}
         self.observed: dict[tuple[str, str], int] = {}
@@ -77,6 +85,8 @@ class DeploymentRunner:
         if self._task:
             self._task.cancel()
         await asyncio.gather(*(self._terminate(p) for ps in self.pods.values() for p in ps), *self._stopping)
+        if self.containers:
+            containers.remove_all(str(self.pods_dir))
 
     async def _run(self) -> None:
         kind = self.api.kind("apps", "v1", "deployments")
@@ -247,10 +257,13 @@ class DeploymentRunner:
         c = pod.container
         with pod.log.open("a") as log:
             try:
-                mounts = self._volumes(pod, tspec)
-                env = self._env(pod, mounts)
-                argv = [_expand(a, env) for a in (c.get("command") or [self._binary(c.get("image", ""))])]
-                argv += [self._local(_expand(a, env), pod, mounts) for a in c.get("args") or []]
+                if self.containers:
+                    argv, env = self._container(pod, tspec)
+                else:
+                    mounts = self._volumes(pod, tspec)
+                    env = self._env(pod, mounts)
+                    argv = [_expand(a, env) for a in (c.get("command") or [self._binary(c.get("image", ""))])]
+                    argv += [self._local(_expand(a, env), pod, mounts) for a in c.get("args") or []]
             except RuntimeError as e:  # like CreateContainerConfigError: retried on the next restart
                 log.write(f"--- cannot start: {e}\n")
                 pod.proc = await asyncio.create_subprocess_exec("false")
@@ -262,6 +275,32 @@ class DeploymentRunner:
                                                             start_new_session=True)
         pod.started = time.monotonic()
         pod.ports = {p.get("name", str(p["containerPort"])): p["containerPort"] for p in c.get("ports") or []}
+        if self.containers:
+            pod.host_pid = None
+            task = asyncio.get_running_loop().create_task(self._find_host_pid(pod, pod.proc))
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+
+    def _container(self, pod: Pod, tspec: dict) -> tuple[list[str], dict[str, str]]:
+        """The `podman run` argv and the environment it takes the pod's env from (containers.py)."""
+        def lookup(kind, name):
+            plural = "configmaps" if kind == "configmap" else "secrets"
+            obj = self.api.store.get(("", plural), pod.namespace, name) or {}
+            keys = list(obj.get("data") or {}) + list(obj.get("stringData") or {})
+            return {k: self._lookup(kind, pod.namespace, name, k) for k in keys}
+
+        volumes = containers.write_volumes(pod.dir, tspec, lookup)
+        env = {k: v for k, v in self._env(pod, {}).items() if k not in ("PATH", "HOSTNAME", "KUBECONFIG")}
+        pod.container_name = f"{pod.namespace}_{pod.name}"
+        argv = containers.podman_argv(pod.container_name, pod.dir, tspec, pod.container, env, volumes,
+                                      self.kubeconfig, str(self.pods_dir))
+        argv = [_expand(a, env).replace("0.0.0.0", pod.ip) for a in argv]
+        return argv, {**containers.podman_env(), **env}
+
+    async def _find_host_pid(self, pod: Pod, proc) -> None:
+        pid = await containers.host_pid(pod.container_name)
+        if pod.proc is proc:
+            pod.host_pid = pid
 
     async def _probe(self, pod: Pod) -> None:
         if pod.proc is None or pod.proc.returncode is not None:
@@ -297,6 +336,8 @@ class DeploymentRunner:
                 os.killpg(pod.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            if pod.container_name:
+                await containers.kill(pod.container_name)
             await pod.proc.wait()
         with pod.log.open("a") as f:
             f.write(f"--- {now()} stopped ({pod.proc.returncode})\n")
@@ -350,7 +391,9 @@ class DeploymentRunner:
                 for pname, port in p.ports.items():
                     groups.append({"targets": [f"{p.ip}:{port}"],
                                    "labels": {"namespace": ns, "pod": p.name, "deployment": dep, "port": pname}})
-        pods = {p.name: {"namespace": ns, "deployment": dep, "ip": p.ip, "pid": p.proc.pid if p.proc else None,
+        pods = {p.name: {"namespace": ns, "deployment": dep, "ip": p.ip,
+                         "pid": p.host_pid if self.containers else (p.proc.pid if p.proc else None),
+                         "container": p.container_name,
                          "running": p.proc is not None and p.proc.returncode is None, "ready": p.ready,
                          "restarts": p.restarts, "log": str(p.log)}
                 for (ns, dep), ps in sorted(self.pods.items()) for p in ps}

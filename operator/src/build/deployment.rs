@@ -19,7 +19,10 @@ use crate::crd::SecretKeyRef;
 use crate::validate::{Role, ValidPipeline};
 
 pub const METRICS_PORT: i32 = 9090;
-const CONFIG_DIR: &str = "/etc/sensorpipe";
+/// The ConfigMap's mount. The TLS files are mounted beside it, not inside: the kubelet mounts ConfigMap volumes
+/// read-only, so the runtime cannot create a mount point within one ("mkdir …/tls: read-only file system", and the
+/// pod never starts).
+const CONFIG_DIR: &str = "/etc/sensorpipe/config";
 pub(super) const TLS_DIR: &str = "/etc/sensorpipe/tls";
 /// Pod template annotation holding the ConfigMap digest.
 pub const CONFIG_HASH_ANNOTATION: &str = "sensorpipe.io/config-hash";
@@ -83,6 +86,9 @@ pub(super) fn build(p: &ValidPipeline, defaults: &Defaults, replicas: i32, confi
                         run_as_non_root: Some(true),
                         run_as_user: Some(65532),
                         run_as_group: Some(65532),
+                        // The Secret files (CA, client key) are root-owned in the volume; with fsGroup the kubelet
+                        // gives them to this group and makes them group-readable, so the worker can read them.
+                        fs_group: Some(65532),
                         seccomp_profile: Some(SeccompProfile {
                             type_: "RuntimeDefault".to_owned(),
                             ..SeccompProfile::default()
@@ -187,7 +193,8 @@ fn volumes(p: &ValidPipeline) -> (Vec<Volume>, Vec<VolumeMount>) {
                 secret: Some(SecretVolumeSource {
                     secret_name: Some(r.name.clone()),
                     items: Some(vec![KeyToPath { key: r.key.clone(), path: path.to_owned(), mode: None }]),
-                    default_mode: Some(0o400),
+                    // Owner and group (the pod's fsGroup) may read; nobody else.
+                    default_mode: Some(0o440),
                     ..SecretVolumeSource::default()
                 }),
                 ..Volume::default()
@@ -238,7 +245,7 @@ mod tests {
         assert_eq!(c.args.as_deref(), Some(&["run".to_owned()][..]));
         let env = env_of(&d);
         assert_eq!(env["SENSORPIPE_GROUP_ID"].value.as_deref(), Some("sensorpipe-facilities-building-a"));
-        assert_eq!(env["SENSORPIPE_PIPELINE_FILE"].value.as_deref(), Some("/etc/sensorpipe/pipeline.yaml"));
+        assert_eq!(env["SENSORPIPE_PIPELINE_FILE"].value.as_deref(), Some("/etc/sensorpipe/config/pipeline.yaml"));
         assert_eq!(env["SENSORPIPE_STATE_TOPIC"].value.as_deref(), Some("sensorpipe-facilities-building-a-state"));
         assert_eq!(
             env["SENSORPIPE_REPARTITION_TOPIC"].value.as_deref(),
@@ -286,7 +293,13 @@ mod tests {
         ] {
             assert!(mounts.iter().any(|m| m == path), "{path} not mounted: {mounts:?}");
         }
-        assert_eq!(pod.volumes.unwrap().len(), 4);
+        // No mount point inside the read-only ConfigMap mount (the runtime could not create it).
+        assert!(mounts.iter().all(|m| m == "/etc/sensorpipe/config" || !m.starts_with("/etc/sensorpipe/config/")));
+        // The files are readable by the worker's group, which the kubelet makes their owner through fsGroup.
+        assert_eq!(pod.security_context.as_ref().unwrap().fs_group, Some(65532));
+        let volumes = pod.volumes.unwrap();
+        assert!(volumes.iter().filter_map(|v| v.secret.as_ref()).all(|s| s.default_mode == Some(0o440)));
+        assert_eq!(volumes.len(), 4);
     }
 
     #[test]

@@ -253,6 +253,7 @@ impl RunArgs {
         for entry in &self.kafka_properties {
             parse_properties(entry, "--kafka-property", &mut kafka)?;
         }
+        check_tls_files(&kafka)?;
         Ok(RuntimeConfig {
             transactional_id_prefix: self.transactional_id_prefix.clone().unwrap_or_else(|| group_id.clone()),
             group_id,
@@ -270,6 +271,22 @@ impl RunArgs {
             kafka,
         })
     }
+}
+
+/// The files librdkafka is told to read (CA, client certificate and key, CRL) can be read by this process, so a
+/// mounted Secret the worker's user may not read fails here with the file and the reason, not later as an OpenSSL
+/// "BIO lib" error of the client.
+fn check_tls_files(kafka: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    for key in ["ssl.ca.location", "ssl.certificate.location", "ssl.key.location", "ssl.crl.location"] {
+        let Some(path) = kafka.get(key).filter(|p| p.as_str() != "probe") else { continue };
+        let path = std::path::Path::new(path);
+        if path.is_dir() {
+            continue; // a CA directory: OpenSSL reads the hashed names in it
+        }
+        std::fs::File::open(path)
+            .map_err(|error| ConfigError::Read { path: format!("{key} {}", path.display()), error })?;
+    }
+    Ok(())
 }
 
 /// Environment variables with this prefix become librdkafka properties.
@@ -314,6 +331,17 @@ mod tests {
         path
     }
 
+    /// The config of `run -p <manifest> --bootstrap-servers h:1 <extra>` with `env`.
+    fn resolve(
+        manifest: &Path,
+        extra: &[&str],
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<RuntimeConfig, ConfigError> {
+        let mut args = vec!["x", "-p", manifest.to_str().unwrap(), "--bootstrap-servers", "h:1"];
+        args.extend_from_slice(extra);
+        Cli::parse_from(args).run.resolve(env)
+    }
+
     #[test]
     fn topics_and_delivery_come_from_the_manifest_and_flags_override_them() {
         let dir = tempfile::tempdir().unwrap();
@@ -348,19 +376,14 @@ mod tests {
         let props = dir.path().join("secret.properties");
         std::fs::write(&props, "# mounted\nsasl.username=u\nsasl.password = from-file\nsecurity.protocol=SASL_SSL\n")
             .unwrap();
-        let cli = Cli::parse_from([
-            "x",
-            "-p",
-            p.to_str().unwrap(),
-            "--bootstrap-servers",
-            "h:1",
+        let env = [("SENSORPIPE_KAFKA_SASL_PASSWORD".to_owned(), "from-env".to_owned())];
+        let extra = [
             "--kafka-properties-file",
             props.to_str().unwrap(),
             "--kafka-property",
             "security.protocol=SASL_PLAINTEXT",
-        ]);
-        let env = [("SENSORPIPE_KAFKA_SASL_PASSWORD".to_owned(), "from-env".to_owned())];
-        let c = cli.run.resolve(env).unwrap();
+        ];
+        let c = resolve(&p, &extra, env).unwrap();
         assert_eq!(c.kafka["sasl.username"], "u");
         assert_eq!(c.kafka["sasl.password"], "from-env");
         assert_eq!(c.kafka["security.protocol"], "SASL_PLAINTEXT");
@@ -372,6 +395,19 @@ mod tests {
         let err = parse_properties("sasl.password hunter2", "secret", &mut m).unwrap_err().to_string();
         assert!(err.contains("sasl.password…"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn a_tls_file_that_cannot_be_read_is_named_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = manifest(dir.path(), "metadata: {name: b}\nspec: {input: {topic: in}}\n");
+        let ca = dir.path().join("ca.crt");
+        let run = |ca: &Path| resolve(&p, &["--kafka-property", &format!("ssl.ca.location={}", ca.display())], []);
+        let err = run(&ca).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("cannot read ssl.ca.location {}: ", ca.display())), "{err}");
+        std::fs::write(&ca, "PEM").unwrap();
+        assert!(run(&ca).is_ok());
+        assert!(run(dir.path()).is_ok(), "a CA directory is left to OpenSSL");
     }
 
     #[test]
