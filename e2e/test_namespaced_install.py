@@ -10,7 +10,10 @@ cluster-wide, so the Secrets of other namespaces are out of its reach."""
 from __future__ import annotations
 
 import base64
+import contextlib
+import json
 import pathlib
+import urllib.request
 import uuid
 
 import helm_python as helm
@@ -117,3 +120,33 @@ def test_every_call_of_a_namespaced_operator_is_granted_by_the_roles_of_the_char
     ungranted = sorted((ns or "<cluster>", g, r, v) for ns, g, r, v in calls if (g, r, v) not in granted.get(ns, ()))
     assert ungranted == [], f"calls no Role of the chart grants: {ungranted}"
     assert {ns for ns, _, r, _ in calls if r == "secrets"} == {WATCHED}
+
+
+def test_the_sasl_password_appears_in_no_configmap_status_event_log_metric_or_command_line(cluster, kafka):
+    """The password reaches the workers only as a secretKeyRef: it is in none of the objects the operator writes,
+    none of the pods' logs or metrics, the API double's request log, or any process's command line (the runner
+    passes container env by name)."""
+    k = cluster
+    password = kafka.users["sensorpipe"]
+    wait_until(lambda: any(p["running"] and p["namespace"] == WATCHED for p in k.pods().values()), 60,
+               "a worker container to run")
+    places = {}
+    for path in ("/api/v1/configmaps", "/apis/events.k8s.io/v1/events", "/api/v1/events",
+                 "/apis/sensorpipe.io/v1alpha1/sensorpipelines", "/apis/apps/v1/deployments"):
+        code, body, _ = k.request("GET", path)
+        assert code == 200, (path, body)
+        places[path] = json.dumps(body)
+    assert any("sasl" in t for t in places.values()), "the objects name the SASL settings (by reference)"
+    for name, pod in k.pods().items():
+        places[f"log of {name}"] = pathlib.Path(pod["log"]).read_text(errors="replace")
+    for target in json.loads((k.pods_dir / "targets.json").read_text()):
+        address = target["targets"][0]
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as r:
+            places[f"metrics of {target['labels']['pod']} at {address}"] = r.read().decode()
+    places["the API double's request log"] = (k.work / "double.log").read_text(errors="replace")
+    for proc in pathlib.Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            places[f"command line of pid {proc.name}"] = (proc / "cmdline").read_bytes().decode(errors="replace")
+    assert any(p.startswith("metrics of") for p in places), "no pod's metrics were read"
+    leaked = [where for where, text in places.items() if password in text]
+    assert leaked == [], f"the SASL password appears in: {leaked}"
