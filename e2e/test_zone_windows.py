@@ -3,7 +3,7 @@ the aggregates topic (read_committed) holds exactly one final record per zone wi
 recomputation over the whole input — also with workers killed with SIGKILL and with a rebalance 1 → 3 → 1.
 Then the event-time guards end to end: an idle partition (and one that never had a reading) stops holding windows
 back and its quiet sensors are reported silent; a far-future reading is dead-lettered as `timestamp_in_future`;
-sensors that come and go leave state and memory flat.
+sensors that come and go leave the state flat.
 """
 
 from __future__ import annotations
@@ -239,10 +239,11 @@ def _ms(rfc3339: str) -> int:
     return int(datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp() * 1000)
 
 
-def test_sensors_that_come_and_go_leave_state_and_memory_flat(worker_bin, kafka, tmp_path):
+def test_sensors_that_come_and_go_leave_the_state_flat(worker_bin, kafka, tmp_path):
     """200 sensors at a time, replaced by new ones every 5 minutes of event time for 20 hours (48 000 sensors in
-    all) with stateRetention 15m: the sensors gauge stays near what is alive, and resident memory after the
-    second half is not above the first half's by more than a tenth."""
+    all) with stateRetention 15m: the state gauges stay near what is alive after each half. Resident memory is
+    not asserted: at this scale it cannot tell bounded state from unbounded (measured: 72 → 80 MB with retention,
+    69 → 77 MB with none and 48 000 sensors remembered); the gauges count the state itself."""
     bs = kafka.bootstrap
     pipe = make_pipeline(tmp_path)
     sp = yaml.safe_load(pipe.path.read_text())
@@ -269,10 +270,8 @@ def test_sensors_that_come_and_go_leave_state_and_memory_flat(worker_bin, kafka,
             wait_caught_up(bs, pipe.group, pipe.input, ends, timeout=240)
             time.sleep(1)  # the gauges follow each commit (every 100 ms)
             m = http_get(port, "/metrics")[1]
-            samples.append((metric(m, "sensorpipe_worker_sensors"), metric(m, "sensorpipe_worker_group_values"),
-                            metric(m, "process_resident_memory_bytes")))
-    for sensors, groups, _ in samples:
+            samples.append((metric(m, "sensorpipe_worker_sensors"), metric(m, "sensorpipe_worker_group_values")))
+    for sensors, groups in samples:
         # Retention 15 m of 5-minute generations, swept every 15/4 m: at most five generations (1 000 sensors,
         # 50 zones) remembered, of the 24 000 seen by then.
         assert 0 < sensors <= 1000 and 0 < groups <= 50, samples
-    assert samples[1][2] <= samples[0][2] * 1.1, f"resident memory grows with churn: {samples}"
