@@ -3,10 +3,10 @@
 Kafka comes from Maven Central (`scripts/kafka.sh` copies the artifacts of e2e/kafka/pom.xml into
 target/kafka/<version>/libs); each node runs `kafka.Kafka` from there with storage formatted by Kafka's own
 StorageTool. `KafkaCluster` starts one node (the shared test broker) or three (replication factor 3,
-`min.insync.replicas=2`, for broker-failure tests), optionally with an SSL listener and a SASL_SSL listener with
-SCRAM-SHA-512 users and a test CA made here. Nodes stop by PID (SIGTERM, or SIGKILL for a crash) and restart on the
-same log directory and ports; their logs stay in the cluster's directory, and the tail of each is printed when a
-`with kafka_cluster(...)` block fails.
+`min.insync.replicas=2`, for broker-failure tests), optionally with an SSL listener (mutual TLS: clients present a
+certificate) and a SASL_SSL listener with SCRAM-SHA-512 users, and a test CA made here. Nodes stop by PID (SIGTERM,
+or SIGKILL for a crash) and restart on the same log directory and ports; their logs stay in the cluster's directory,
+and the tail of each is printed when a `with kafka_cluster(...)` block fails.
 
 As a command, `python brokers.py serve --dir D [--nodes 3] [--security]` starts a cluster, prints its addresses
 as one JSON line and keeps it until SIGTERM or until the process given with `--parent-pid` is gone: the test
@@ -108,7 +108,8 @@ def _cluster_id() -> str:
 
 
 def _make_ca(d: pathlib.Path) -> None:
-    """A test CA and a server certificate for 127.0.0.1/localhost, signed by it, as PEM files in `d`."""
+    """A test CA, a server certificate for 127.0.0.1/localhost and a client certificate (CN=sensorpipe) for the
+    SSL listener's mutual TLS, both signed by it, as PEM files in `d`."""
     d.mkdir(parents=True, exist_ok=True)
 
     def openssl(*args: str) -> None:
@@ -124,6 +125,10 @@ def _make_ca(d: pathlib.Path) -> None:
     # Kafka's PEM key store: the (unencrypted PKCS#8) key followed by the certificate chain.
     openssl("pkcs8", "-topk8", "-nocrypt", "-in", "server.key", "-out", "server-pkcs8.key")
     (d / "server.pem").write_text((d / "server-pkcs8.key").read_text() + (d / "server.crt").read_text())
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=sensorpipe", "-keyout", "client.key",
+            "-out", "client.csr")
+    openssl("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "30", "-out", "client.crt")
 
 
 LOG4J2 = """\
@@ -206,7 +211,9 @@ class KafkaCluster:
                "logs": [str(n.log) for n in self.nodes]}
         if self.security:
             out.update(ssl_bootstrap=self.ssl_bootstrap, sasl_bootstrap=self.sasl_bootstrap,
-                       ca_file=str(self.ca_file), scram_mechanism="SCRAM-SHA-512", users=SCRAM_USERS)
+                       ca_file=str(self.ca_file), client_cert=str(self.root / "tls" / "client.crt"),
+                       client_key=str(self.root / "tls" / "client.key"), scram_mechanism="SCRAM-SHA-512",
+                       users=SCRAM_USERS)
         return out
 
     # --- lifecycle -----------------------------------------------------------------------------------------------
@@ -235,6 +242,8 @@ class KafkaCluster:
             props.update({
                 "ssl.keystore.type": "PEM", "ssl.keystore.location": str(tls / "server.pem"),
                 "ssl.truststore.type": "PEM", "ssl.truststore.location": str(tls / "ca.pem"),
+                # The SSL listener authenticates clients by certificate (mutual TLS); SASL_SSL by SCRAM password.
+                "listener.name.ssl.ssl.client.auth": "required",
                 "sasl.enabled.mechanisms": "SCRAM-SHA-512",
                 "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
                     "org.apache.kafka.common.security.scram.ScramLoginModule required;",

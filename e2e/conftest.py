@@ -50,8 +50,8 @@ def container_images() -> dict[str, str]:
     base = subprocess.run([str(ROOT / "scripts" / "base-image.sh")], check=True, capture_output=True,
                           text=True).stdout.strip()
     out = subprocess.run([str(ROOT / "scripts" / "images.sh"), "--dev", "--base", base], check=True,
-                         capture_output=True, text=True).stdout.split()
-    return {image.rsplit(":", 1)[0].rsplit("-", 1)[-1]: image for image in out}
+                         capture_output=True, text=True).stdout
+    return dict(line.split(" ", 1) for line in out.splitlines())
 
 
 @pytest.fixture(scope="session")
@@ -61,17 +61,20 @@ def example_pipeline() -> pathlib.Path:
 
 @dataclass(frozen=True)
 class SharedKafka:
-    """The session's broker: plaintext `bootstrap`; with security, SSL and SASL_SSL (SCRAM-SHA-512) listeners."""
+    """The session's broker: plaintext `bootstrap`; with security, an SSL listener that requires a client
+    certificate (`client_cert`/`client_key`, signed by the CA in `ca_file`) and a SASL_SSL (SCRAM-SHA-512) one."""
     bootstrap: str
     ssl_bootstrap: str | None = None
     sasl_bootstrap: str | None = None
     ca_file: str | None = None
     users: dict | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
 
 
 def _shared(info: dict) -> SharedKafka:
     return SharedKafka(info["bootstrap"], info.get("ssl_bootstrap"), info.get("sasl_bootstrap"),
-                       info.get("ca_file"), info.get("users"))
+                       info.get("ca_file"), info.get("users"), info.get("client_cert"), info.get("client_key"))
 
 
 @pytest.fixture(scope="session")

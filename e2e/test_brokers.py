@@ -1,6 +1,6 @@
 """The broker harness the Kafka tests build on (brokers.py): Apache Kafka in KRaft mode on free loopback ports,
 creating topics with partitions and configs, round-tripping records, and reached over plaintext, SSL and SASL_SSL
-with SCRAM-SHA-512 (a wrong password is refused)."""
+with SCRAM-SHA-512 (a wrong password is refused), the SSL listener only with a client certificate."""
 
 import uuid
 
@@ -46,10 +46,11 @@ def test_kafka_creates_topics_with_configs_and_round_trips(kafka):
     assert round_trip({"bootstrap.servers": kafka.bootstrap}, topic) == EXPECTED
 
 
-def secure(kafka, protocol: str, password: str | None = None) -> dict:
+def secure(kafka, protocol: str, password: str | None = None, client_cert: bool = True) -> dict:
     config = {"security.protocol": protocol, "ssl.ca.location": kafka.ca_file}
     if protocol == "SSL":
-        return {**config, "bootstrap.servers": kafka.ssl_bootstrap}
+        cert = {"ssl.certificate.location": kafka.client_cert, "ssl.key.location": kafka.client_key}
+        return {**config, "bootstrap.servers": kafka.ssl_bootstrap, **(cert if client_cert else {})}
     return {**config, "bootstrap.servers": kafka.sasl_bootstrap, "sasl.mechanism": "SCRAM-SHA-512",
             "sasl.username": "sensorpipe", "sasl.password": password or kafka.users["sensorpipe"]}
 
@@ -70,3 +71,13 @@ def test_a_wrong_scram_password_is_refused(kafka):
         admin.list_topics(timeout=5)
     admin.poll(1)  # serves the error callback
     assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), errors
+
+
+def test_the_ssl_listener_refuses_a_client_without_a_certificate(kafka):
+    errors = []
+    admin = AdminClient({**secure(kafka, "SSL", client_cert=False), "log_level": 0, "error_cb": errors.append})
+    with pytest.raises(KafkaException):
+        admin.list_topics(timeout=5)
+    admin.poll(1)  # serves the error callback
+    # The broker ends the handshake with TLS alert 42; librdkafka reports it as a transport error naming it.
+    assert any(e.code() == KafkaError._TRANSPORT and "bad certificate" in e.str() for e in errors), errors[:3]

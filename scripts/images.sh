@@ -12,6 +12,8 @@
 #   --tag TAG     image tag (default: appVersion in charts/sensorpipe/Chart.yaml)
 #   --save DIR    also write DIR/sensorpipe-{operator,worker}.tar (podman save, docker-archive), for
 #                 `kind load image-archive` or `k3d image import`
+#
+# Prints one line per image: the component and the image's name ("operator ghcr.io/…").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CONTAINERS_CONF="$PWD/images/containers.conf"
@@ -43,7 +45,7 @@ for component in operator worker; do
   log=target/images/build-$component.log
   podman build --network host --build-arg "BASE=$base" --target "$component" -t "$image" \
     -f images/Containerfile "$context" >"$log" 2>&1 || { tail -30 "$log" >&2; exit 1; }
-  echo "$image"
+  echo "$component $image"
   if [[ -n $save ]]; then
     mkdir -p "$save"
     rm -f "$save/sensorpipe-$component.tar"
