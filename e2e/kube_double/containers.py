@@ -118,8 +118,8 @@ def _quantity_cpus(q: str) -> str:
     return f"{int(s[:-1]) / 1000:g}" if s.endswith("m") else s
 
 
-def podman_argv(name: str, pod_dir: Path, pod_spec: dict, container: dict, env: dict[str, str],
-                volumes: dict[str, Path], kubeconfig: Path, label: str) -> list[str]:
+def podman_argv(name: str, pod_spec: dict, container: dict, env: dict[str, str], volumes: dict[str, Path],
+                kubeconfig: Path, label: str) -> list[str]:
     """The `podman run` command line of one pod (env values are not in it: see `podman_env` and `-e NAME`)."""
     image = container.get("image", "")
     user = _image_user(image)

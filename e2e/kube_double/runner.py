@@ -174,15 +174,16 @@ class DeploymentRunner:
             raise RuntimeError(f"image {image!r} has no local binary in the runner config")
         return self.images[base]
 
-    def _lookup(self, kind: str, ns: str, name: str, key: str) -> str | None:
+    def _data(self, kind: str, ns: str, name: str) -> dict[str, str] | None:
+        """A ConfigMap's or Secret's key → value (a Secret's decoded), or None when there is no such object."""
         plural = "configmaps" if kind == "configmap" else "secrets"
-        obj = self.api.store.get(("", plural), ns, name) or {}
-        if plural == "secrets":
-            raw = (obj.get("data") or {}).get(key)
-            if raw is not None:
-                return base64.b64decode(raw).decode()
-            return (obj.get("stringData") or {}).get(key)
-        return (obj.get("data") or {}).get(key)
+        obj = self.api.store.get(("", plural), ns, name)
+        if obj is None:
+            return None
+        if plural == "configmaps":
+            return dict(obj.get("data") or {})
+        return {**(obj.get("stringData") or {}),
+                **{k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}}
 
     def _volumes(self, pod: Pod, tspec: dict) -> dict[str, Path]:
         """Writes ConfigMap, Secret and emptyDir volumes; returns mountPath → local path."""
@@ -193,15 +194,12 @@ class DeploymentRunner:
             src = v.get("configMap") or v.get("secret")
             if src is not None:
                 kind = "configmap" if "configMap" in v else "secret"
-                ref = src.get("name") or src.get("secretName")
-                obj = self.api.store.get(("", kind + "s"), pod.namespace, ref) or {}
-                keys = {i["key"]: i["path"] for i in src.get("items") or []} or {
-                    k: k for k in list((obj.get("data") or {})) + list((obj.get("stringData") or {}))}
+                data = self._data(kind, pod.namespace, src.get("name") or src.get("secretName")) or {}
+                keys = {i["key"]: i["path"] for i in src.get("items") or []} or {k: k for k in data}
                 for key, path in keys.items():
-                    value = self._lookup(kind, pod.namespace, ref, key)
-                    if value is not None:
+                    if key in data:
                         (vdir / path).parent.mkdir(parents=True, exist_ok=True)
-                        (vdir / path).write_text(value)
+                        (vdir / path).write_text(data[key])
             by_name[v["name"]] = vdir
         mounts = {}
         for m in pod.container.get("volumeMounts") or []:
@@ -224,9 +222,8 @@ class DeploymentRunner:
         for src in c.get("envFrom") or []:
             ref = src.get("configMapRef") or src.get("secretRef") or {}
             kind = "configmap" if "configMapRef" in src else "secret"
-            obj = self.api.store.get(("", kind + "s"), pod.namespace, ref.get("name", "")) or {}
-            for k in obj.get("data") or {}:
-                env[src.get("prefix", "") + k] = self._lookup(kind, pod.namespace, ref["name"], k) or ""
+            for k, v in (self._data(kind, pod.namespace, ref.get("name", "")) or {}).items():
+                env[src.get("prefix", "") + k] = v
         fields = {"metadata.name": pod.name, "metadata.namespace": pod.namespace, "status.podIP": pod.ip,
                   "spec.nodeName": "local", "status.hostIP": "127.0.0.1"}
         for e in c.get("env") or []:
@@ -237,7 +234,7 @@ class DeploymentRunner:
             elif "configMapKeyRef" in src or "secretKeyRef" in src:
                 ref = src.get("configMapKeyRef") or src.get("secretKeyRef")
                 kind = "configmap" if "configMapKeyRef" in src else "secret"
-                value = self._lookup(kind, pod.namespace, ref["name"], ref["key"])
+                value = (self._data(kind, pod.namespace, ref["name"]) or {}).get(ref["key"])
                 if value is None and not ref.get("optional"):
                     raise RuntimeError(f"{kind} {ref['name']}/{ref['key']} not found")
             env[e["name"]] = self._local(_expand(value or "", env), pod, mounts)
@@ -283,17 +280,11 @@ class DeploymentRunner:
 
     def _container(self, pod: Pod, tspec: dict) -> tuple[list[str], dict[str, str]]:
         """The `podman run` argv and the environment it takes the pod's env from (containers.py)."""
-        def lookup(kind, name):
-            plural = "configmaps" if kind == "configmap" else "secrets"
-            obj = self.api.store.get(("", plural), pod.namespace, name) or {}
-            keys = list(obj.get("data") or {}) + list(obj.get("stringData") or {})
-            return {k: self._lookup(kind, pod.namespace, name, k) for k in keys}
-
-        volumes = containers.write_volumes(pod.dir, tspec, lookup)
+        volumes = containers.write_volumes(pod.dir, tspec, lambda kind, name: self._data(kind, pod.namespace, name))
         env = {k: v for k, v in self._env(pod, {}).items() if k not in ("PATH", "HOSTNAME", "KUBECONFIG")}
         pod.container_name = f"{pod.namespace}_{pod.name}"
-        argv = containers.podman_argv(pod.container_name, pod.dir, tspec, pod.container, env, volumes,
-                                      self.kubeconfig, str(self.pods_dir))
+        argv = containers.podman_argv(pod.container_name, tspec, pod.container, env, volumes, self.kubeconfig,
+                                      str(self.pods_dir))
         argv = [_expand(a, env).replace("0.0.0.0", pod.ip) for a in argv]
         return argv, {**containers.podman_env(), **env}
 
