@@ -1,7 +1,8 @@
 """A namespaced install for a shared cluster: `helm install --set watchNamespaces={facilities}` against the local
 Kubernetes API double, whose runner starts the operator and worker pods as podman containers of the project's
-images, on the session's Apache Kafka broker through its SASL_SSL listener (SCRAM-SHA-512, the broker's own CA)
-with credentials and CA from Secrets, mounted as the kubelet mounts them.
+images, on the session's Apache Kafka broker: one pipeline through its SASL_SSL listener (SCRAM-SHA-512), one
+through its SSL listener with a client certificate (mutual TLS), both verifying the broker by its own CA, with
+credentials, certificate and key from Secrets, mounted as the kubelet mounts them.
 
 The operator runs the pipelines of the namespace it watches, reading that namespace's Secrets, ignores a pipeline
 elsewhere, and every request it makes is one the chart's Roles grant: nothing is listed, watched or read
@@ -29,16 +30,22 @@ WATCHED, OTHER, SYSTEM = "facilities", "warehouse", "sensorpipe-system"
 START = 1673049600
 
 
-def pipeline(kafka, namespace: str, tag: str) -> dict:
-    """The smart-building example on the broker's SASL_SSL listener, topics and name unique to this test."""
+def pipeline(kafka, namespace: str, tag: str, mutual_tls: bool = False) -> dict:
+    """The smart-building example on the broker's SASL_SSL listener (or, with `mutual_tls`, its SSL listener with
+    the client certificate), topics and name unique to this test."""
     sp = yaml.safe_load((ROOT / "examples" / "smart-building.yaml").read_text())
     sp["metadata"] = {"name": f"building-{tag}", "namespace": namespace}
     spec = sp["spec"]
     ref = {"name": "kafka-credentials"}
-    spec["kafka"] = {"bootstrapServers": kafka.sasl_bootstrap,
-                     "tls": {"caCert": {**ref, "key": "ca.crt"}},
-                     "sasl": {"mechanism": "SCRAM-SHA-512", "username": {**ref, "key": "username"},
-                              "password": {**ref, "key": "password"}}}
+    if mutual_tls:
+        spec["kafka"] = {"bootstrapServers": kafka.ssl_bootstrap,
+                         "tls": {"caCert": {**ref, "key": "ca.crt"}, "clientCert": {**ref, "key": "tls.crt"},
+                                 "clientKey": {**ref, "key": "tls.key"}}}
+    else:
+        spec["kafka"] = {"bootstrapServers": kafka.sasl_bootstrap,
+                         "tls": {"caCert": {**ref, "key": "ca.crt"}},
+                         "sasl": {"mechanism": "SCRAM-SHA-512", "username": {**ref, "key": "username"},
+                                  "password": {**ref, "key": "password"}}}
     spec["input"].update(topic=f"readings-{tag}", partitions=1, replicationFactor=1)
     for kind, out in spec["outputs"].items():
         out.update(topic=f"{kind}-{tag}", replicationFactor=1)
@@ -50,15 +57,17 @@ def pipeline(kafka, namespace: str, tag: str) -> dict:
 
 def secret(kafka, namespace: str) -> dict:
     data = {"username": "sensorpipe", "password": kafka.users["sensorpipe"],
-            "ca.crt": pathlib.Path(kafka.ca_file).read_text()}
+            "ca.crt": pathlib.Path(kafka.ca_file).read_text(), "tls.crt": pathlib.Path(kafka.client_cert).read_text(),
+            "tls.key": pathlib.Path(kafka.client_key).read_text()}
     return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kafka-credentials", "namespace": namespace},
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, kafka, container_images):
-    if not kafka.sasl_bootstrap:
-        pytest.fail("the shared broker has no SASL_SSL listener (start it with --security, as the test command does)")
+    if not (kafka.sasl_bootstrap and kafka.client_cert):
+        pytest.fail("the shared broker has no SASL_SSL listener or client certificate (start it with --security, as "
+                    "the test command does)")
     work = tmp_path_factory.mktemp("namespaced")
     with kube_double(work / "k8s", containers=True) as k:
         for ns in (WATCHED, OTHER):
@@ -79,22 +88,26 @@ def cluster(tmp_path_factory, kafka, container_images):
 def test_a_namespaced_operator_runs_the_pipelines_of_its_namespace_and_ignores_the_others(cluster, kafka):
     k = cluster
     tag = uuid.uuid4().hex[:8]
-    watched, other = pipeline(kafka, WATCHED, tag), pipeline(kafka, OTHER, f"{tag}-x")
-    for obj in (secret(kafka, WATCHED), secret(kafka, OTHER), watched, other):
+    scram, mtls = pipeline(kafka, WATCHED, tag), pipeline(kafka, WATCHED, f"{tag}-m", mutual_tls=True)
+    other = pipeline(kafka, OTHER, f"{tag}-x")
+    for obj in (secret(kafka, WATCHED), secret(kafka, OTHER), scram, mtls, other):
         k.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(obj))
-    name = watched["metadata"]["name"]
-    k.kubectl("wait", "-n", WATCHED, f"sensorpipeline/{name}", "--for=condition=Ready", "--timeout=180s",
-              timeout=200)
-    # The workers read what arrives, over SASL_SSL with the Secret's credentials.
+    for sp in (scram, mtls):
+        k.kubectl("wait", "-n", WATCHED, f"sensorpipeline/{sp['metadata']['name']}", "--for=condition=Ready",
+                  "--timeout=180s", timeout=200)
+    # The workers read what arrives: one over SASL_SSL with the Secret's password, one over SSL with its client
+    # certificate (the listener refuses a client without one: test_brokers.py).
     p = Producer({"bootstrap.servers": kafka.bootstrap})
-    for i in range(20):
-        produce_reading(p, watched["spec"]["input"]["topic"], 0,
-                        {"sensor_id": f"s{i % 4}", "temperature": 21.0 + i % 3, "timestamp": START + i,
-                         "zone": "east"})
+    for sp in (scram, mtls):
+        for i in range(20):
+            produce_reading(p, sp["spec"]["input"]["topic"], 0,
+                            {"sensor_id": f"s{i % 4}", "temperature": 21.0 + i % 3, "timestamp": START + i,
+                             "zone": "east"})
     p.flush(30)
-    wait_caught_up(kafka.bootstrap, f"sensorpipe-{WATCHED}-{name}", watched["spec"]["input"]["topic"], {0: 20},
-                   timeout=120)
-    # Meanwhile the operator has reconciled the watched pipeline every 2 s; the other it never saw.
+    for sp in (scram, mtls):
+        group = f"sensorpipe-{WATCHED}-{sp['metadata']['name']}"
+        wait_caught_up(kafka.bootstrap, group, sp["spec"]["input"]["topic"], {0: 20}, timeout=120)
+    # Meanwhile the operator has reconciled the watched pipelines every 2 s; the other it never saw.
     path = f"/apis/sensorpipe.io/v1alpha1/namespaces/{OTHER}/sensorpipelines/{other['metadata']['name']}"
     code, body, _ = k.request("GET", path)
     assert code == 200, body
@@ -122,12 +135,16 @@ def test_every_call_of_a_namespaced_operator_is_granted_by_the_roles_of_the_char
     assert {ns for ns, _, r, _ in calls if r == "secrets"} == {WATCHED}
 
 
-def test_the_sasl_password_appears_in_no_configmap_status_event_log_metric_or_command_line(cluster, kafka):
-    """The password reaches the workers only as a secretKeyRef: it is in none of the objects the operator writes,
-    none of the pods' logs or metrics, the API double's request log, or any process's command line (the runner
-    passes container env by name)."""
+def test_no_secret_value_appears_in_a_configmap_status_event_log_metric_or_command_line(cluster, kafka):
+    """The SASL password reaches the workers only as a secretKeyRef and the client key only as a Secret volume:
+    neither is in the objects the operator writes, the pods' logs or metrics, the API double's request log, or
+    any process's command line (the runner passes container env by name)."""
     k = cluster
-    password = kafka.users["sensorpipe"]
+    key_lines = pathlib.Path(kafka.client_key).read_text().splitlines()
+    # A line from the middle of the key: found in the PEM however it is escaped (JSON's \n); and the whole key as
+    # base64, as a Secret's data holds it.
+    secrets = {"the SASL password": kafka.users["sensorpipe"], "the client key": key_lines[len(key_lines) // 2],
+               "the client key (base64)": base64.b64encode(pathlib.Path(kafka.client_key).read_bytes()).decode()}
     wait_until(lambda: any(p["running"] and p["namespace"] == WATCHED for p in k.pods().values()), 60,
                "a worker container to run")
     places = {}
@@ -148,5 +165,6 @@ def test_the_sasl_password_appears_in_no_configmap_status_event_log_metric_or_co
         with contextlib.suppress(OSError):
             places[f"command line of pid {proc.name}"] = (proc / "cmdline").read_bytes().decode(errors="replace")
     assert any(p.startswith("metrics of") for p in places), "no pod's metrics were read"
-    leaked = [where for where, text in places.items() if password in text]
-    assert leaked == [], f"the SASL password appears in: {leaked}"
+    leaked = [f"{what} in {where}" for where, text in places.items() for what, value in secrets.items()
+              if value in text]
+    assert leaked == [], f"secret values appear: {leaked}"
