@@ -1,8 +1,8 @@
 """Broker failures during an exactly-once run, on Apache Kafka: a 3-node KRaft cluster (replication factor 3,
 `min.insync.replicas=2`) loses, by SIGKILL, the leader of an input partition, the node coordinating the worker's
-transactions, or the node coordinating its consumer group; a single node is killed and started again on the same
-log directory. Each time the worker recovers by itself, and what a read_committed consumer sees of the outputs
-equals `replay` of the input — nothing lost, nothing twice.
+transactions, the node coordinating its consumer group, or the one coordinating the merge stage's group; a single
+node is killed and started again on the same log directory. Each time the worker recovers by itself, and what a
+read_committed consumer sees of the outputs equals `replay` of the input — nothing lost, nothing twice.
 
 The group coordinator's death is the case that used to stall the worker for good: librdkafka's
 `send_offsets_to_transaction` then waits past its timeout (runtime/bounded.rs says how the worker gets out).
@@ -20,8 +20,8 @@ import time
 import pytest
 
 from brokers import KafkaCluster, kafka_cluster
-from kafka_io import Pipeline, committed_once, create_topics, read_partitions, unique_pipeline, wait_caught_up, \
-    wait_merged, wait_until, worker
+from kafka_io import Pipeline, committed_once, create_topics, http_get, read_partitions, unique_pipeline, \
+    wait_caught_up, wait_merged, wait_until, worker
 from verify import assert_exactly, ends_of, expected, outputs_committed
 
 PARTITIONS = 4
@@ -51,8 +51,11 @@ def run_through(worker_bin, pipe: Pipeline, cluster: KafkaCluster, work, failure
             assert producer.wait(timeout=180) == 0, (work / "simulate.log").read_text()[-2000:]
             assert proc.poll() is None, "the worker exited"
             inputs = read_partitions(cluster.live_bootstrap(), pipe.input, PARTITIONS)
-            wait_caught_up(cluster.live_bootstrap(), pipe.group, pipe.input, ends_of(inputs), timeout=300)
-            wait_merged(cluster.live_bootstrap(), pipe.group, pipe.repartition, timeout=300)
+            try:
+                wait_caught_up(cluster.live_bootstrap(), pipe.group, pipe.input, ends_of(inputs), timeout=300)
+                wait_merged(cluster.live_bootstrap(), pipe.group, pipe.repartition, timeout=300)
+            except AssertionError as e:
+                raise AssertionError(f"{e}\n{diagnosis(port, work / 'worker.log')}") from None
         got = outputs_committed(cluster.live_bootstrap(), pipe.topics(), PARTITIONS)
     finally:
         if producer.poll() is None:
@@ -60,6 +63,19 @@ def run_through(worker_bin, pipe: Pipeline, cluster: KafkaCluster, work, failure
             producer.wait()
     assert sum(len(v) for v in inputs.values()) == 64_266, "the producer lost or duplicated input"
     assert_exactly(got, expected(worker_bin, pipe.path, inputs, work))
+
+
+def diagnosis(port: int, log) -> str:
+    """What a stalled run leaves to go on: the worker's /readyz and /healthz answers, its transaction and error
+    counters, and its last warnings (a failure in a fresh CI clone leaves nothing else behind)."""
+    _, metrics = http_get(port, "/metrics")
+    counters = [line for line in metrics.splitlines()
+                if line.startswith(("sensorpipe_worker_transactions_total", "sensorpipe_worker_kafka_errors_total",
+                                    "sensorpipe_worker_rebalances_total")) and not line.endswith(" 0")]
+    warnings = [line for line in log.read_text(errors="replace").splitlines()
+                if ("WARN" in line or "ERROR" in line) and "CONFWARN" not in line]
+    return "\n".join([f"/readyz: {http_get(port, '/readyz')}", f"/healthz: {http_get(port, '/healthz')}",
+                      *counters, "last warnings of the worker:", *warnings[-40:]])
 
 
 def kill(cluster: KafkaCluster, node_id: int, killed: list[int]) -> None:
@@ -101,6 +117,15 @@ def test_kill_9_the_group_coordinator(worker_bin, example_pipeline, cluster, kil
 
     def failure(_):
         kill(cluster, cluster.group_coordinator(pipe.group), killed)
+    run_through(worker_bin, pipe, cluster, tmp_path, failure)
+
+
+def test_kill_9_the_merge_groups_coordinator(worker_bin, example_pipeline, cluster, killed, tmp_path):
+    """The node coordinating the merge stage's own group (`<group>-merge`): the stage-2 tasks' offsets go there."""
+    pipe = unique_pipeline(example_pipeline, tmp_path)
+
+    def failure(_):
+        kill(cluster, cluster.group_coordinator(f"{pipe.group}-merge"), killed)
     run_through(worker_bin, pipe, cluster, tmp_path, failure)
 
 
