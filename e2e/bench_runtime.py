@@ -45,8 +45,11 @@ def main() -> None:
     ap.add_argument("--delivery", default="exactlyOnce")
     ap.add_argument("--group-by", default="zone", choices=["zone", "sensor"],
                     help="the example's aggregation grouped by zone (two stages) or by sensor (one stage)")
+    ap.add_argument("--worker", type=pathlib.Path, default=RELEASE / "sensorpipe-worker",
+                    help="the worker binary (e.g. a build of an earlier commit, to compare in one session)")
+    ap.add_argument("--threads", type=int, default=0, help="the worker's --threads (0: one per CPU)")
     args = ap.parse_args()
-    w = RELEASE / "sensorpipe-worker"
+    w = args.worker
     work = ROOT / "target" / "bench-runtime"
     work.mkdir(parents=True, exist_ok=True)
     sp = yaml.safe_load((ROOT / "examples" / "smart-building.yaml").read_text())
@@ -66,7 +69,8 @@ def main() -> None:
         count = subprocess.run([str(RELEASE / "examples" / "count_consumer"), bs, "temperature_readings", str(n)],
                                check=True, capture_output=True, text=True)
         baseline = json.loads(count.stdout)
-        with worker(w, pipeline, bs, work / "worker.log", extra=["--delivery", args.delivery],
+        with worker(w, pipeline, bs, work / "worker.log", extra=["--delivery", args.delivery,
+                                                               *(["--threads", str(args.threads)] if args.threads else [])],
                     commit_interval="200ms", snapshot_interval="10s") as (proc, port):
             first = last = None
             consumed = 0.0

@@ -85,6 +85,10 @@ pub struct RunArgs {
     /// Commit earlier once this many input records are in a batch.
     #[arg(long, env = "SENSORPIPE_MAX_BATCH", default_value_t = 50_000)]
     pub max_batch: u64,
+    /// Threads that process partitions in parallel (parse, engine, produce; a partition is on one thread at a
+    /// time, so per-sensor order holds). 0: one per CPU the process may use (its cgroup's CPU limit).
+    #[arg(long, env = "SENSORPIPE_THREADS", default_value_t = 0)]
+    pub threads: usize,
     /// How often each partition's engine state is snapshotted into the state topic. A restore replays at most
     /// this much input.
     #[arg(long, env = "SENSORPIPE_SNAPSHOT_INTERVAL", default_value = "10s")]
@@ -140,6 +144,8 @@ pub struct RuntimeConfig {
     pub delivery: Delivery,
     pub commit_interval: StdDuration,
     pub max_batch: u64,
+    /// Processing threads, at least 1.
+    pub threads: usize,
     pub snapshot_interval: StdDuration,
     pub stall_timeout: StdDuration,
     pub kafka_timeout: StdDuration,
@@ -263,6 +269,10 @@ impl RunArgs {
             delivery: self.delivery.or(manifest.spec.workers.delivery).unwrap_or(Delivery::ExactlyOnce),
             commit_interval: self.commit_interval.into(),
             max_batch: self.max_batch.max(1),
+            threads: match self.threads {
+                0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+                n => n,
+            },
             snapshot_interval: self.snapshot_interval.into(),
             stall_timeout: self.stall_timeout.into(),
             kafka_timeout: self.kafka_timeout.into(),

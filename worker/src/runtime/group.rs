@@ -6,7 +6,7 @@
 //! across `poll` and never contended.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::kafka::{self, OutputProducer};
+use super::parallel;
 use super::partition::{
     CommitError, FetchState, Input, PartitionTask, RETRY_BACKOFF, Stage, TaskEngine, TaskError, TaskId,
 };
@@ -164,12 +165,17 @@ impl ConsumerContext for GroupContext {
         // offset), and no committed offset is read for a restore while another assigned partition still has a
         // zombie transaction open (some brokers hide offsets committed after such a transaction began). A
         // failure here is retried when the partition's first record is prepared.
-        for task in tasks.map.values_mut().filter(|t| t.producer.is_none()) {
-            if let Err(e) = task.ensure_producer(shared) {
-                fatal_check(shared, task.id(), &e);
-                shared.metrics.kafka_errors.with_label_values(&[e.kind()]).inc();
-                tracing::warn!(partition = task.partition, error = %e, "fencing older owners failed; retried later");
-            }
+        // The partitions are fenced at the same time: one after another, their waits for the transaction
+        // coordinator add up inside this callback, and the poll thread serves nothing else meanwhile.
+        let fresh: Vec<&mut PartitionTask> = match shared.cfg.delivery {
+            Delivery::ExactlyOnce => tasks.map.values_mut().filter(|t| t.producer.is_none()).collect(),
+            Delivery::AtLeastOnce => Vec::new(),
+        };
+        let fenced = parallel::concurrently(fresh, |task| task.ensure_producer(shared).map_err(|e| (task.id(), e)));
+        for (id, e) in fenced.into_iter().filter_map(Result::err) {
+            fatal_check(shared, id, &e);
+            shared.metrics.kafka_errors.with_label_values(&[e.kind()]).inc();
+            tracing::warn!(partition = %id, error = %e, "fencing older owners failed; retried later");
         }
         if self.stage == Stage::Input {
             shared.metrics.assigned_partitions.set(tasks.input_count() as i64);
@@ -196,29 +202,25 @@ fn commit_partitions(
     match shared.cfg.delivery {
         Delivery::ExactlyOnce => {
             let Some(group) = consumer.group_metadata().map(Arc::new) else { return Ok(()) };
-            for task in tasks.map.values_mut().filter(|t| selected(t.id()) && t.pending > 0) {
-                loop {
-                    match task.commit_transaction(shared, &group) {
-                        Ok(()) => break,
-                        Err(CommitError::Retry(e)) if !shared.health.stopping.load(Ordering::Relaxed) => {
-                            tracing::warn!(partition = task.partition, error = %e, "commit not acknowledged; retrying");
-                            std::thread::sleep(RETRY_BACKOFF);
-                        }
-                        Err(CommitError::Fenced(e)) if kafka::is_fatal_for_worker(&e) => {
-                            shared.health.fail(format!("committing partition {}: {e}", task.id()));
-                            give_up(shared, consumer, task, &e);
-                            break;
-                        }
-                        // Aborted, stuck, or fenced (either a newer owner has the partition and the coming rebalance
-                        // takes the task away, or the transaction outlived `transaction.timeout.ms` while the
-                        // partition is still ours; as Kafka Streams does with a migrated task, the batch is
-                        // dropped and redone with a new producer).
-                        Err(e) => {
-                            give_up(shared, consumer, task, &e);
-                            break;
-                        }
-                    }
+            // Each partition has its own transaction and producer, so their commits run at the same time: a commit
+            // waits for the coordinator and for a marker on every partition written to, and one after another
+            // these waits took most of a commit interval.
+            let due: Vec<&mut PartitionTask> =
+                tasks.map.values_mut().filter(|t| selected(t.id()) && t.pending > 0).collect();
+            let commits =
+                parallel::concurrently(due, |task| commit_task(shared, &group, task).map_err(|e| (task.id(), e)));
+            for (id, e) in commits.into_iter().filter_map(Result::err) {
+                let Some(task) = tasks.map.get_mut(&id) else { continue };
+                if let CommitError::Fenced(k) = &e
+                    && kafka::is_fatal_for_worker(k)
+                {
+                    shared.health.fail(format!("committing partition {id}: {k}"));
                 }
+                // Aborted, stuck, or fenced (either a newer owner has the partition and the coming rebalance
+                // takes the task away, or the transaction outlived `transaction.timeout.ms` while the
+                // partition is still ours; as Kafka Streams does with a migrated task, the batch is
+                // dropped and redone with a new producer).
+                give_up(shared, consumer, task, &e);
             }
         }
         Delivery::AtLeastOnce => {
@@ -270,6 +272,23 @@ fn commit_partitions(
         task.observe(shared);
     }
     Ok(())
+}
+
+/// Commits a task's open transaction, calling again while the broker has not finished it.
+fn commit_task(
+    shared: &Shared,
+    group: &Arc<rdkafka::consumer::ConsumerGroupMetadata>,
+    task: &mut PartitionTask,
+) -> Result<(), CommitError> {
+    loop {
+        match task.commit_transaction(shared, group) {
+            Err(CommitError::Retry(e)) if !shared.health.stopping.load(Ordering::Relaxed) => {
+                tracing::warn!(partition = task.partition, error = %e, "commit not acknowledged; retrying");
+                std::thread::sleep(RETRY_BACKOFF);
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Gives up a task's batch: aborts it, rewinds the consumer to the last commit and pauses the partition for a
@@ -349,12 +368,14 @@ fn tend_tasks(shared: &Shared, consumer: &BaseConsumer<GroupContext>, stage: Sta
     shared.metrics.blocked_partitions.set(shared.health.blocked_count() as i64);
 }
 
-/// Positions the consumer back at `offset` (the last commit) after a batch was abandoned.
-fn rewind(shared: &Shared, consumer: &BaseConsumer<GroupContext>, task: TaskId, offset: Option<i64>) {
+/// Positions the consumer back at `offset` (the last commit) after a batch was abandoned; false if it failed.
+fn rewind(shared: &Shared, consumer: &BaseConsumer<GroupContext>, task: TaskId, offset: Option<i64>) -> bool {
     let to = offset.map_or(Offset::Stored, Offset::Offset);
-    if let Err(e) = consumer.seek(task.topic(shared), task.partition, to, shared.kafka_timeout) {
+    let sought = consumer.seek(task.topic(shared), task.partition, to, shared.kafka_timeout);
+    if let Err(e) = &sought {
         tracing::warn!(partition = %task, error = %e, "seek after abort failed");
     }
+    sought.is_ok()
 }
 
 /// The committed offset of the task's partition, if the group has one.
@@ -402,8 +423,8 @@ fn fatal_check(shared: &Shared, id: TaskId, e: &TaskError) {
 }
 
 /// Installs the states whose restore is over and resumes their partitions at the offset they were restored as
-/// of; a failed restore is retried after a pause.
-fn finish_restores(shared: &Shared, consumer: &BaseConsumer<GroupContext>, tasks: &mut Tasks) {
+/// of, on a queue of their own (`parallel`); a failed restore is retried after a pause.
+fn finish_restores(shared: &Shared, consumer: &Arc<BaseConsumer<GroupContext>>, tasks: &mut Tasks) {
     let now = Instant::now();
     let clock = tasks.now_ms;
     for (id, task) in &mut tasks.map {
@@ -415,6 +436,16 @@ fn finish_restores(shared: &Shared, consumer: &BaseConsumer<GroupContext>, tasks
         task.restoring = None;
         match result {
             Ok(mut engine) => {
+                // Split before the seek: what the seek discards is what was fetched into the shared queue.
+                if task.queue.is_none() {
+                    task.queue = parallel::split(shared, consumer, *id);
+                }
+                if !rewind(shared, consumer, *id, Some(resume)) {
+                    // Records fetched before the restore might still be served after it: start over instead.
+                    let delay = task.back_off("moving the consumer to the restored offset failed".into());
+                    tracing::warn!(partition = %id, retry_in = ?delay, "restore not installed; retried after the backoff");
+                    continue;
+                }
                 if let TaskEngine::Input(e) = &mut engine {
                     e.set_clock(clock);
                 }
@@ -422,7 +453,6 @@ fn finish_restores(shared: &Shared, consumer: &BaseConsumer<GroupContext>, tasks
                 task.committed = Some(resume);
                 task.next_offset = Some(resume);
                 task.resume_at = Some(resume);
-                rewind(shared, consumer, *id, Some(resume));
                 if task.blocked_until.is_none()
                     && let Err(e) = consumer.resume(&one(shared, *id))
                 {
@@ -442,10 +472,25 @@ fn finish_restores(shared: &Shared, consumer: &BaseConsumer<GroupContext>, tasks
     }
 }
 
+/// A record from the consumer's own queue: of a partition not restored yet (its first record starts the restore),
+/// or of one whose queue could not be split off.
 fn handle(shared: &Shared, consumer: &BaseConsumer<GroupContext>, tasks: &mut Tasks, m: &BorrowedMessage<'_>) {
     let Some(id) = TaskId::of(shared, m.topic(), m.partition()) else { return };
-    let now = tasks.now_ms;
-    let Some(task) = tasks.map.get_mut(&id) else { return };
+    let Tasks { map, alo, now_ms } = tasks;
+    let Some(task) = map.get_mut(&id) else { return };
+    handle_record(shared, consumer, alo.as_ref(), *now_ms, task, m);
+}
+
+/// Processes one record of the task's partition (`now`: the loop's clock).
+fn handle_record(
+    shared: &Shared,
+    consumer: &BaseConsumer<GroupContext>,
+    alo: Option<&OutputProducer>,
+    now: i64,
+    task: &mut PartitionTask,
+    m: &BorrowedMessage<'_>,
+) {
+    let id = task.id();
     if task.blocked_until.is_some() || task.restoring.is_some() {
         // Fetched before the pause; the batch is redone from the committed offset once the partition resumes.
         return;
@@ -464,7 +509,8 @@ fn handle(shared: &Shared, consumer: &BaseConsumer<GroupContext>, tasks: &mut Ta
         }
         return;
     }
-    if task.resume_at.is_some_and(|r| m.offset() < r) {
+    // Already in the state: before the restored offset, or (never expected) served twice.
+    if task.resume_at.is_some_and(|r| m.offset() < r) || task.next_offset.is_some_and(|n| m.offset() < n) {
         return;
     }
     let input = Input {
@@ -473,7 +519,7 @@ fn handle(shared: &Shared, consumer: &BaseConsumer<GroupContext>, tasks: &mut Ta
         payload: m.payload().unwrap_or_default(),
         timestamp_ms: m.timestamp().to_millis(),
     };
-    if let Err(e) = task.process(shared, tasks.alo.as_ref(), &input, now) {
+    if let Err(e) = task.process(shared, alo, &input, now) {
         shared.metrics.kafka_errors.with_label_values(&[kafka::error_kind(&e)]).inc();
         give_up(shared, consumer, task, &format_args!("producing outputs failed: {e}"));
     }
@@ -515,7 +561,7 @@ fn tend_inputs(shared: &Shared, consumer: &BaseConsumer<GroupContext>, tasks: &m
 /// Creates a group consumer with its context: the input's (`stage` Input, the pipeline's group) or the
 /// repartition topic's (`stage` Merge, a group of its own, so each stage's partitions spread evenly over the
 /// workers — one group over both topics balances their sum, and a worker could get merge tasks only).
-pub(crate) fn consumer(shared: Arc<Shared>, stage: Stage) -> KafkaResult<BaseConsumer<GroupContext>> {
+pub(crate) fn consumer(shared: Arc<Shared>, stage: Stage) -> KafkaResult<Arc<BaseConsumer<GroupContext>>> {
     let alo = match shared.cfg.delivery {
         Delivery::AtLeastOnce => Some(
             kafka::producer(&shared.cfg, None)
@@ -532,31 +578,76 @@ pub(crate) fn consumer(shared: Arc<Shared>, stage: Stage) -> KafkaResult<BaseCon
         Stage::Input => shared.cfg.group_id.clone(),
         Stage::Merge => shared.cfg.merge_group_id(),
     };
-    kafka::group_consumer(&shared.cfg, &group).create_with_context(ctx)
+    let mut consumer: BaseConsumer<GroupContext> =
+        kafka::group_consumer(&shared.cfg, &group).create_with_context(ctx)?;
+    let wake = shared.wake.clone();
+    consumer.set_nonempty_callback(move || wake.notify());
+    Ok(Arc::new(consumer))
 }
 
-/// Records taken from the merge stage's consumer per round, so a backlog there drains while the input is busy.
-const MERGE_DRAIN: usize = 256;
+/// Records taken from a consumer's own queue per round (partitions still to restore, rebalances, errors).
+const MAIN_DRAIN: usize = 256;
+
+/// Records taken from a partition's own queue per round: enough that a round's cost is spread thin, few enough
+/// that the commit timer is looked at every few milliseconds.
+const PARTITION_DRAIN: usize = 1024;
+
+/// Clock reads were a tenth of the worker's CPU when taken per record: the heartbeat, restores, the commit timer
+/// and the other housekeeping run once per this many records, and whenever the loop is idle.
+const HOUSEKEEPING_EVERY: usize = 256;
+
+/// Processes what the partitions' own queues hold, each partition on one thread of the pool at a time.
+fn drain_partitions(shared: &Shared, consumer: &BaseConsumer<GroupContext>, tasks: &mut Tasks) -> usize {
+    let Tasks { map, alo, now_ms } = tasks;
+    let (alo, now) = (alo.as_ref(), *now_ms);
+    let split: Vec<&mut PartitionTask> = map.values_mut().filter(|t| t.queue.is_some()).collect();
+    parallel::each(shared.pool.as_ref(), split, |task| drain_partition(shared, consumer, alo, now, task))
+}
+
+fn drain_partition(
+    shared: &Shared,
+    consumer: &BaseConsumer<GroupContext>,
+    alo: Option<&OutputProducer>,
+    now: i64,
+    task: &mut PartitionTask,
+) -> usize {
+    static LAST_WARNING_MS: AtomicI64 = AtomicI64::new(0);
+    let Some(queue) = task.queue.clone() else { return 0 };
+    let mut taken = 0;
+    while taken < PARTITION_DRAIN {
+        match queue.poll(Duration::ZERO) {
+            Some(Ok(m)) => handle_record(shared, consumer, alo, now, task, &m),
+            Some(Err(e)) => {
+                shared.metrics.kafka_errors.with_label_values(&[kafka::error_kind(&e)]).inc();
+                // A partition's fetch error repeats every round; one line per 10 s is enough.
+                let last = LAST_WARNING_MS.load(Ordering::Relaxed);
+                if now_ms() - last > 10_000 && LAST_WARNING_MS.swap(now_ms(), Ordering::Relaxed) == last {
+                    tracing::warn!(partition = %task.id(), error = %e, "consume error");
+                }
+                break;
+            }
+            None => break,
+        }
+        taken += 1;
+    }
+    taken
+}
 
 /// Runs until `shared.health.stopping` is set, then commits and leaves the group(s). `merge`: the consumer of the
-/// repartition topic, polled on the same thread (the stages share nothing but the thread).
+/// repartition topic, polled by the same loop (the stages share nothing but the loop and its pool).
 pub(crate) fn run(
     shared: &Shared,
-    input: BaseConsumer<GroupContext>,
-    merge: Option<BaseConsumer<GroupContext>>,
+    input: Arc<BaseConsumer<GroupContext>>,
+    merge: Option<Arc<BaseConsumer<GroupContext>>>,
 ) -> Result<(), RunError> {
     input.subscribe(&[&shared.cfg.topics.input])?;
     if let Some(m) = &merge {
         m.subscribe(&[&shared.cfg.topics.repartition])?;
     }
-    let consumers: Vec<&BaseConsumer<GroupContext>> = std::iter::once(&input).chain(merge.as_ref()).collect();
+    let consumers: Vec<&Arc<BaseConsumer<GroupContext>>> = std::iter::once(&input).chain(merge.as_ref()).collect();
     let mut last_commit = Instant::now();
     let mut last_error_log = Instant::now() - Duration::from_secs(60);
     let ctx = input.context();
-    // Clock reads were a tenth of the worker's CPU when taken per record: the heartbeat and the commit timer are
-    // checked once per `HOUSEKEEPING_EVERY` records, and whenever the input is idle.
-    const HOUSEKEEPING_EVERY: u32 = 256;
-    let mut records = 0u32;
     let mut log_error = |e: KafkaError| {
         shared.metrics.kafka_errors.with_label_values(&[kafka::error_kind(&e)]).inc();
         // Broker outages repeat this every poll; one line per 10 s is enough.
@@ -565,34 +656,29 @@ pub(crate) fn run(
             last_error_log = Instant::now();
         }
     };
-    // The merge stage's consumer is polled in the housekeeping rounds, not once per input record (an empty
-    // poll still takes librdkafka's queue lock), and drained while it gives.
-    let mut merged = 0usize;
+    let mut since_housekeeping = 0usize;
     while !shared.health.stopping.load(Ordering::Relaxed) {
-        let wait = if merged > 0 { Duration::ZERO } else { Duration::from_millis(50) };
-        let polled = input.poll(wait);
-        let got_record = matches!(polled, Some(Ok(_)));
-        match polled {
-            Some(Ok(m)) => handle(shared, &input, &mut ctx.lock(), &m),
-            Some(Err(e)) => log_error(e),
-            None => {}
-        }
-        records += u32::from(got_record);
-        if got_record && records < HOUSEKEEPING_EVERY {
-            continue;
-        }
-        merged = 0;
-        if let Some(m) = &merge {
-            while merged < MERGE_DRAIN {
-                match m.poll(Duration::ZERO) {
-                    Some(Ok(msg)) => handle(shared, m, &mut m.context().lock(), &msg),
-                    Some(Err(e)) => log_error(e),
+        let mut worked = 0usize;
+        for c in &consumers {
+            // The consumer's own queue also serves rebalances, statistics and errors, so it is polled every round.
+            for _ in 0..MAIN_DRAIN {
+                match c.poll(Duration::ZERO) {
+                    Some(Ok(m)) => handle(shared, c, &mut c.context().lock(), &m),
+                    Some(Err(e)) => {
+                        log_error(e);
+                        break;
+                    }
                     None => break,
                 }
-                merged += 1;
+                worked += 1;
             }
+            worked += drain_partitions(shared, c, &mut c.context().lock());
         }
-        records = 0;
+        since_housekeeping += worked;
+        if worked > 0 && since_housekeeping < HOUSEKEEPING_EVERY {
+            continue;
+        }
+        since_housekeeping = 0;
         if let Some(why) = shared.health.fatal() {
             return Err(RunError::Fatal(why));
         }
@@ -616,6 +702,9 @@ pub(crate) fn run(
             }
             last_commit = Instant::now();
         }
+        if worked == 0 {
+            shared.wake.wait(Duration::from_millis(50));
+        }
     }
     tracing::info!("shutting down: committing and leaving the group");
     for c in &consumers {
@@ -628,6 +717,10 @@ pub(crate) fn run(
         for c in &consumers {
             let _ = c.poll(Duration::from_millis(25));
         }
+    }
+    // A task's own queue holds its consumer: without the tasks, the consumers can close.
+    for c in &consumers {
+        c.context().lock().map.clear();
     }
     drop(consumers);
     drop(merge);

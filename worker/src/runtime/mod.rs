@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: flags, environment and manifest → [`RuntimeConfig`].
 //! - `group`: the consumer loop and rebalance handling; `partition`: one partition's engine and transactions.
+//! - `parallel`: partitions processed on several cores, each from a queue of its own.
 //! - `repartition`: the topic between the two stages of zone and label windows; `restore`: snapshot lookup and
 //!   replay; `kafka`: client settings; `bounded`: transactional calls with a
 //!   deadline of their own; [`metrics`], `http`.
@@ -14,6 +15,7 @@ mod group;
 mod http;
 mod kafka;
 pub mod metrics;
+mod parallel;
 mod partition;
 pub mod produce;
 mod repartition;
@@ -132,6 +134,10 @@ pub(crate) struct Shared {
     pub repartition_partitions: i32,
     /// Dead letters larger than this (value, key, detail and source) are cut (reason `too_large`).
     pub dead_letter_limit: usize,
+    /// Processes partitions in parallel; `None` with one thread.
+    pub pool: Option<rayon::ThreadPool>,
+    /// Wakes the idle poll loop when a record, a rebalance or an error arrives.
+    pub wake: Arc<parallel::Wake>,
 }
 
 fn init_logging(json: bool) {
@@ -230,7 +236,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let merge = pipeline.has_merge_stage();
     let repartition_partitions = if merge { partitions_of(&cfg, &cfg.topics.repartition, TOPIC_WAIT)? } else { 0 };
     let dead_letter_limit = dead_letter_limit(&cfg);
+    let pool = parallel::pool(cfg.threads)?;
+    tracing::info!(threads = cfg.threads, "processing threads");
     let shared = Arc::new(Shared {
+        pool,
+        wake: Arc::default(),
         dead_letter_limit,
         cfg,
         pipeline,

@@ -152,6 +152,8 @@ pub(crate) struct PartitionTask {
     pub engine: Option<TaskEngine>,
     /// The restore under way, its partition paused meanwhile.
     pub restoring: Option<super::restore::Pending>,
+    /// The partition's own queue, split off the consumer's once the state is restored (`parallel`).
+    pub queue: Option<Arc<super::parallel::TaskQueue>>,
     /// Exactly-once: this partition's transactional producer, created on first use (which fences older owners).
     /// Shared with the helper thread of a transactional call (`bounded`), which may outlive a producer given up.
     pub producer: Option<Arc<OutputProducer>>,
@@ -261,6 +263,7 @@ impl PartitionTask {
             stage: id.stage,
             engine: None,
             restoring: None,
+            queue: None,
             producer: None,
             in_txn: false,
             commit_progress: CommitProgress::default(),
