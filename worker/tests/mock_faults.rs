@@ -255,8 +255,10 @@ fn a_commit_that_times_out_is_called_again_not_aborted() {
     let s = setup();
     // librdkafka retries these itself, with a backoff growing to 1 s: ten of them outlast the worker's 3 s
     // `--kafka-timeout`, so `commit_transaction` returns a retriable timeout and the worker must call it again
-    // (redoing the batch's snapshot and `send_offsets` fails, and aborting would redo a batch in flight).
-    s.mock.request_errors(RDKafkaApiKey::EndTxn, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_CONCURRENT_TRANSACTIONS; 10]);
+    // (redoing the batch's snapshot and `send_offsets` fails, and aborting would redo a batch in flight). The
+    // partitions commit at the same time and share the injected errors, so each gets ten.
+    let errors = vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_CONCURRENT_TRANSACTIONS; 10 * PARTITIONS as usize];
+    s.mock.request_errors(RDKafkaApiKey::EndTxn, &errors);
     let w = Worker::start(&s);
     wait(Duration::from_secs(60), "a commit to time out", || log_has(&w.log, "commit not acknowledged; retrying"));
     let log = w.log.clone();
