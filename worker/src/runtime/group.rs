@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -44,6 +44,9 @@ pub(crate) struct GroupContext {
     /// The stage whose topic this consumer reads.
     stage: Stage,
     tasks: Mutex<Tasks>,
+    /// The consumer this is the context of, to split partition queues off in the rebalance callback (set once
+    /// the consumer is made).
+    consumer: OnceLock<Weak<BaseConsumer<GroupContext>>>,
 }
 
 impl std::fmt::Debug for GroupContext {
@@ -63,6 +66,25 @@ pub enum RunError {
 }
 
 impl GroupContext {
+    /// Gives every partition about to be assigned a queue of its own, before librdkafka starts fetching it: what
+    /// it fetches then never enters the consumer's queue (no record of a partition is seen in two queues, out of
+    /// order), and a partition assigned again after a revoke delivers to its new queue, as librdkafka never hands
+    /// a split partition back to the consumer's queue.
+    fn split_assigned(&self, tpl: &TopicPartitionList) {
+        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else { return };
+        let shared = &self.shared;
+        let mut tasks = self.lock();
+        for id in tpl.elements().iter().filter_map(|e| TaskId::of(shared, e.topic(), e.partition())) {
+            let task = tasks.map.entry(id).or_insert_with(|| PartitionTask::new(id));
+            if task.queue.is_none() {
+                task.queue = parallel::split(shared, &consumer, id);
+                if task.queue.is_none() {
+                    tracing::warn!(partition = %id, "no queue of its own; served from the consumer's");
+                }
+            }
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Tasks> {
         // A panic while holding the lock ends the process anyway; recover the data rather than poison-cascade.
         self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -104,7 +126,11 @@ impl ClientContext for GroupContext {
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(tpl) = rebalance else { return };
+        let tpl = match rebalance {
+            Rebalance::Revoke(tpl) => tpl,
+            Rebalance::Assign(tpl) => return self.split_assigned(tpl),
+            Rebalance::Error(_) => return,
+        };
         let shared = &self.shared;
         let lost = consumer.assignment_lost();
         shared.metrics.rebalances.with_label_values(&[if lost { "lost" } else { "revoke" }]).inc();
@@ -436,10 +462,7 @@ fn finish_restores(shared: &Shared, consumer: &Arc<BaseConsumer<GroupContext>>, 
         task.restoring = None;
         match result {
             Ok(mut engine) => {
-                // Split before the seek: what the seek discards is what was fetched into the shared queue.
-                if task.queue.is_none() {
-                    task.queue = parallel::split(shared, consumer, *id);
-                }
+                // The seek also discards what was fetched into the consumer's queue before the split.
                 if !rewind(shared, consumer, *id, Some(resume)) {
                     // Records fetched before the restore might still be served after it: start over instead.
                     let delay = task.back_off("moving the consumer to the restored offset failed".into());
@@ -472,8 +495,7 @@ fn finish_restores(shared: &Shared, consumer: &Arc<BaseConsumer<GroupContext>>, 
     }
 }
 
-/// A record from the consumer's own queue: of a partition not restored yet (its first record starts the restore),
-/// or of one whose queue could not be split off.
+/// A record from the consumer's own queue, of a partition whose queue could not be split off.
 fn handle(shared: &Shared, consumer: &BaseConsumer<GroupContext>, tasks: &mut Tasks, m: &BorrowedMessage<'_>) {
     let Some(id) = TaskId::of(shared, m.topic(), m.partition()) else { return };
     let Tasks { map, alo, now_ms } = tasks;
@@ -573,6 +595,7 @@ pub(crate) fn consumer(shared: Arc<Shared>, stage: Stage) -> KafkaResult<Arc<Bas
         shared: shared.clone(),
         stage,
         tasks: Mutex::new(Tasks { map: BTreeMap::new(), alo, now_ms: now_ms() }),
+        consumer: OnceLock::new(),
     };
     let group = match stage {
         Stage::Input => shared.cfg.group_id.clone(),
@@ -582,7 +605,9 @@ pub(crate) fn consumer(shared: Arc<Shared>, stage: Stage) -> KafkaResult<Arc<Bas
         kafka::group_consumer(&shared.cfg, &group).create_with_context(ctx)?;
     let wake = shared.wake.clone();
     consumer.set_nonempty_callback(move || wake.notify());
-    Ok(Arc::new(consumer))
+    let consumer = Arc::new(consumer);
+    let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
+    Ok(consumer)
 }
 
 /// Records taken from a consumer's own queue per round (partitions still to restore, rebalances, errors).
@@ -640,11 +665,25 @@ pub(crate) fn run(
     input: Arc<BaseConsumer<GroupContext>>,
     merge: Option<Arc<BaseConsumer<GroupContext>>>,
 ) -> Result<(), RunError> {
+    let result = poll_loop(shared, &input, merge.as_ref());
+    // A task's own queue holds its consumer: without the tasks, the consumers can close (and leave the group at
+    // once, on an error too).
+    for c in std::iter::once(&input).chain(merge.as_ref()) {
+        c.context().lock().map.clear();
+    }
+    result
+}
+
+fn poll_loop(
+    shared: &Shared,
+    input: &Arc<BaseConsumer<GroupContext>>,
+    merge: Option<&Arc<BaseConsumer<GroupContext>>>,
+) -> Result<(), RunError> {
     input.subscribe(&[&shared.cfg.topics.input])?;
-    if let Some(m) = &merge {
+    if let Some(m) = merge {
         m.subscribe(&[&shared.cfg.topics.repartition])?;
     }
-    let consumers: Vec<&Arc<BaseConsumer<GroupContext>>> = std::iter::once(&input).chain(merge.as_ref()).collect();
+    let consumers: Vec<&Arc<BaseConsumer<GroupContext>>> = std::iter::once(input).chain(merge).collect();
     let mut last_commit = Instant::now();
     let mut last_error_log = Instant::now() - Duration::from_secs(60);
     let ctx = input.context();
@@ -686,7 +725,7 @@ pub(crate) fn run(
         for c in &consumers {
             finish_restores(shared, c, &mut c.context().lock());
         }
-        tend_inputs(shared, &input, &mut ctx.lock());
+        tend_inputs(shared, input, &mut ctx.lock());
         for c in &consumers {
             tend_tasks(shared, c, c.context().stage, &mut c.context().lock());
         }
@@ -718,12 +757,5 @@ pub(crate) fn run(
             let _ = c.poll(Duration::from_millis(25));
         }
     }
-    // A task's own queue holds its consumer: without the tasks, the consumers can close.
-    for c in &consumers {
-        c.context().lock().map.clear();
-    }
-    drop(consumers);
-    drop(merge);
-    drop(input);
     Ok(())
 }

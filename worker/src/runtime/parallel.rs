@@ -6,9 +6,10 @@
 //! response at a time, up to `max.partition.fetch.bytes` of one partition in a row (thousands of records), so a
 //! batch taken from it would mostly hold one partition and leave the other cores idle.
 //!
-//! A partition is split only once its state is restored and just before the consumer is moved to the offset the
-//! state was restored as of: the seek discards whatever was fetched into the shared queue before, so no record
-//! of the partition can be processed from both queues.
+//! A partition is split in the rebalance callback, just before librdkafka is told to assign it and so before
+//! anything of it is fetched: its records never enter the consumer's queue (none is seen twice or out of order),
+//! and a partition assigned again after a revoke gets a new queue, as librdkafka never hands a split partition
+//! back to the consumer's queue. Restoring, and processing once restored, both read the partition's own queue.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
