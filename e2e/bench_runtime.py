@@ -5,6 +5,7 @@ the other in the same run. Prints rates, the ratio, CPU seconds and peak RSS. Ru
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import pathlib
 import subprocess
@@ -47,6 +48,7 @@ def main() -> None:
                     help="the example's aggregation grouped by zone (two stages) or by sensor (one stage)")
     ap.add_argument("--worker", type=pathlib.Path, default=RELEASE / "sensorpipe-worker",
                     help="the worker binary (e.g. a build of an earlier commit, to compare in one session)")
+    ap.add_argument("--workers", type=int, default=1, help="worker processes in the group")
     ap.add_argument("--threads", type=int, default=0, help="the worker's --threads (0: one per CPU)")
     args = ap.parse_args()
     w = args.worker
@@ -69,23 +71,28 @@ def main() -> None:
         count = subprocess.run([str(RELEASE / "examples" / "count_consumer"), bs, "temperature_readings", str(n)],
                                check=True, capture_output=True, text=True)
         baseline = json.loads(count.stdout)
-        with worker(w, pipeline, bs, work / "worker.log", extra=["--delivery", args.delivery,
-                                                               *(["--threads", str(args.threads)] if args.threads else [])],
-                    commit_interval="200ms", snapshot_interval="10s") as (proc, port):
+        extra = ["--delivery", args.delivery, *(["--threads", str(args.threads)] if args.threads else [])]
+        with contextlib.ExitStack() as stack:
+            workers = [stack.enter_context(worker(w, pipeline, bs, work / f"worker-{i}.log", extra=extra,
+                                                  commit_interval="200ms", snapshot_interval="10s"))
+                       for i in range(args.workers)]
             first = last = None
             consumed = 0.0
             deadline = time.monotonic() + 600
+            # With several workers, records redone after the first rebalance count twice: the rate is a little high.
             while consumed < n and time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    raise SystemExit(f"worker exited with {proc.returncode}; log: {work / 'worker.log'}")
-                consumed = metric(http_get(port, "/metrics")[1], "sensorpipe_worker_records_consumed_total",
-                                  topic="temperature_readings")
+                for i, (proc, _) in enumerate(workers):
+                    if proc.poll() is not None:
+                        raise SystemExit(f"worker exited with {proc.returncode}; log: {work / f'worker-{i}.log'}")
+                consumed = sum(metric(http_get(port, "/metrics")[1], "sensorpipe_worker_records_consumed_total",
+                                      topic="temperature_readings") for _, port in workers)
                 now = time.monotonic()
                 if consumed > 0 and first is None:
                     first = (now, consumed)
                 last = (now, consumed)
                 time.sleep(0.05)
-            cpu, rss = proc_stats(proc.pid)
+            stats = [proc_stats(proc.pid) for proc, _ in workers]
+            cpu, rss = sum(c for c, _ in stats), max(r for _, r in stats)
             # Caught up means committed, not only consumed: the group's offsets reach every partition's end.
             ends = {p: hi for p, (_, hi) in enumerate(
                 watermarks(bs, "temperature_readings", args.partitions))}
@@ -97,9 +104,9 @@ def main() -> None:
                     caught_up_after = round(time.monotonic() - start, 2)
                     break
                 time.sleep(0.2)
-            text = http_get(port, "/metrics")[1]
-            commits = metric(text, "sensorpipe_worker_commit_duration_seconds_count")
-            commit_seconds = metric(text, "sensorpipe_worker_commit_duration_seconds_sum")
+            texts = [http_get(port, "/metrics")[1] for _, port in workers]
+            commits = sum(metric(t, "sensorpipe_worker_commit_duration_seconds_count") for t in texts)
+            commit_seconds = sum(metric(t, "sensorpipe_worker_commit_duration_seconds_sum") for t in texts)
         rate = (last[1] - first[1]) / max(last[0] - first[0], 1e-9)
         print(json.dumps({
             "records": n, "partitions": args.partitions, "sensors": args.sensors, "delivery": args.delivery,
@@ -109,7 +116,8 @@ def main() -> None:
             "ratio": round(rate / baseline["records_per_second"], 3),
             "committed_to_the_end_after_s": caught_up_after,
             "commits": int(commits), "mean_commit_ms": round(1000 * commit_seconds / max(commits, 1), 1),
-            "worker_cpu_seconds": cpu, "worker_peak_rss_mib": round(rss / 2**20, 1),
+            "workers": args.workers, "worker_cpu_seconds": cpu,
+            "cpu_seconds_per_million": round(cpu / n * 1e6, 2), "worker_peak_rss_mib": round(rss / 2**20, 1),
         }))
 
 
