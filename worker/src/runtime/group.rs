@@ -450,7 +450,7 @@ fn fatal_check(shared: &Shared, id: TaskId, e: &TaskError) {
 
 /// Installs the states whose restore is over and resumes their partitions at the offset they were restored as
 /// of, on a queue of their own (`parallel`); a failed restore is retried after a pause.
-fn finish_restores(shared: &Shared, consumer: &Arc<BaseConsumer<GroupContext>>, tasks: &mut Tasks) {
+fn finish_restores(shared: &Shared, consumer: &BaseConsumer<GroupContext>, tasks: &mut Tasks) {
     let now = Instant::now();
     let clock = tasks.now_ms;
     for (id, task) in &mut tasks.map {
@@ -462,7 +462,6 @@ fn finish_restores(shared: &Shared, consumer: &Arc<BaseConsumer<GroupContext>>, 
         task.restoring = None;
         match result {
             Ok(mut engine) => {
-                // The seek also discards what was fetched into the consumer's queue before the split.
                 if !rewind(shared, consumer, *id, Some(resume)) {
                     // Records fetched before the restore might still be served after it: start over instead.
                     let delay = task.back_off("moving the consumer to the restored offset failed".into());
@@ -610,7 +609,7 @@ pub(crate) fn consumer(shared: Arc<Shared>, stage: Stage) -> KafkaResult<Arc<Bas
     Ok(consumer)
 }
 
-/// Records taken from a consumer's own queue per round (partitions still to restore, rebalances, errors).
+/// Records taken from a consumer's own queue per round (rebalances, errors, partitions that could not be split).
 const MAIN_DRAIN: usize = 256;
 
 /// Records taken from a partition's own queue per round: enough that a round's cost is spread thin, few enough
@@ -665,7 +664,7 @@ pub(crate) fn run(
     input: Arc<BaseConsumer<GroupContext>>,
     merge: Option<Arc<BaseConsumer<GroupContext>>>,
 ) -> Result<(), RunError> {
-    let result = poll_loop(shared, &input, merge.as_ref());
+    let result = poll_loop(shared, &input, merge.as_deref());
     // A task's own queue holds its consumer: without the tasks, the consumers can close (and leave the group at
     // once, on an error too).
     for c in std::iter::once(&input).chain(merge.as_ref()) {
@@ -676,14 +675,14 @@ pub(crate) fn run(
 
 fn poll_loop(
     shared: &Shared,
-    input: &Arc<BaseConsumer<GroupContext>>,
-    merge: Option<&Arc<BaseConsumer<GroupContext>>>,
+    input: &BaseConsumer<GroupContext>,
+    merge: Option<&BaseConsumer<GroupContext>>,
 ) -> Result<(), RunError> {
     input.subscribe(&[&shared.cfg.topics.input])?;
     if let Some(m) = merge {
         m.subscribe(&[&shared.cfg.topics.repartition])?;
     }
-    let consumers: Vec<&Arc<BaseConsumer<GroupContext>>> = std::iter::once(input).chain(merge).collect();
+    let consumers: Vec<&BaseConsumer<GroupContext>> = std::iter::once(input).chain(merge).collect();
     let mut last_commit = Instant::now();
     let mut last_error_log = Instant::now() - Duration::from_secs(60);
     let ctx = input.context();
